@@ -1,0 +1,68 @@
+"""Command line: parse, call, render. Errors become one line on stderr and an exit code.
+
+Exit codes: 0 success; 1 a hook failed and its event aborted (or `check` found errors);
+2 usage or configuration error; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ..errors import JunctureError, UsageError
+from . import check, fire, init, listing
+
+__all__ = ["main"]
+
+_COMMANDS = {"init": init, "fire": fire, "list": listing, "check": check}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="juncture", description="Run hooks at the junctures of a deployment lifecycle.")
+    parser.add_argument(
+        "-C", dest="directory", metavar="DIR", help="project directory (default: search upward)"
+    )
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: juncture.yaml)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module in _COMMANDS.items():
+        module.add_parser(sub, name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return 2
+        code: int = _COMMANDS[args.command].run(args)
+        return code
+    except JunctureError as exc:
+        _say(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (`juncture list | head`): not an error worth a traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # a bug: one line unless asked for the traceback
+        if os.environ.get("JUNCTURE_DEBUG"):
+            raise
+        _say(f"internal error: {type(exc).__name__}: {exc} (set JUNCTURE_DEBUG=1 for a traceback)")
+        return 70
+
+
+def _say(message: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.write(f"juncture: error: {message}\n")

@@ -1,0 +1,83 @@
+"""`juncture fire EVENT`: run the hooks of one event."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..engine import Reporter, run_plan
+from ..environment import identity
+from ..plan import Plan, make_plan
+from .common import parse_assignments, project_from, relative
+
+
+def add_parser(sub: Any, name: str) -> None:
+    parser = sub.add_parser(name, help="run the hooks of an event")
+    parser.add_argument("event")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a context field")
+    parser.add_argument("--verb", default="fire", help="the verb that fired the event (<PREFIX>VERB)")
+    parser.add_argument("--dry-run", action="store_true", help="run nothing; print the plan and environment")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("-v", "--verbose", action="store_true", help="stream every output line live")
+    output.add_argument("-q", "--quiet", action="store_true", help="print failures only")
+    output.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    project = project_from(args)
+    plan = make_plan(
+        project,
+        args.event,
+        context=parse_assignments(args.set),
+        verb=args.verb,
+        dry_run=args.dry_run,
+        who=identity(),
+    )
+    if args.dry_run:
+        _print_plan(plan, project.root, args.json)
+        return 0
+    reporter: Reporter
+    if args.json:
+        from ..render.jsonlines import JsonReporter
+
+        reporter = JsonReporter()
+    else:
+        from ..render.terminal import TerminalReporter
+
+        reporter = TerminalReporter("verbose" if args.verbose else "quiet" if args.quiet else "normal")
+    result = run_plan(plan, reporter)
+    if result.exit_code and not args.json:
+        import sys
+
+        sys.stderr.write(f"juncture: {result.message()}\n")
+    return result.exit_code
+
+
+def _print_plan(plan: Plan, root: str, as_json: bool) -> None:
+    event = plan.event
+    if as_json:
+        from ..render.jsonlines import emit
+
+        emit(
+            {
+                "type": "plan",
+                "run_id": plan.run_id,
+                "event": event.name,
+                "revision": event.revision,
+                "failure": event.failure,
+                "timeout": event.timeout,
+                "parallel": event.parallel,
+                "cwd": plan.cwd,
+                "env": plan.env,
+                "hooks": [{"hook": h.label, "path": h.path, "layer": h.layer + 1} for h in plan.hooks],
+            }
+        )
+        return
+    lines = [
+        f"event {event.name} (revision {event.revision}, {event.failure}, timeout {event.timeout:g} s, "
+        f"parallel {event.parallel}; from {event.source})",
+        f"would run {len(plan.hooks)} hook(s) in {plan.cwd}, each with the caller's environment plus:",
+    ]
+    lines += [f"  {key}={value}" for key, value in plan.env.items()]
+    lines += [f"  {i}. {h.label}  {relative(h.path, root)}" for i, h in enumerate(plan.hooks, 1)]
+    print("\n".join(lines))

@@ -1,0 +1,70 @@
+"""`juncture list [EVENT]`: what would run, in order, from which file, and why."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..discovery import Discovery, discover, discover_all
+from ..events import EventSpec
+from .common import project_from, relative
+
+ORDER_RULE = (
+    "order: in each event, the flat file <event> (main hook) runs first, then the drop-ins in <event>.d/ "
+    "by byte order of name; a same-named file in a later layer replaces the earlier one; a symlink to "
+    "/dev/null masks it"
+)
+
+
+def add_parser(sub: Any, name: str) -> None:
+    parser = sub.add_parser(name, help="list the hooks each event would run")
+    parser.add_argument("event", nargs="?")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also list files that are skipped, and why"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    project = project_from(args)
+    config = project.config
+    if args.event:
+        spec = project.event(args.event)
+        hooks, skipped = discover(config.layers, spec.name)
+        found = Discovery({spec.name: hooks}, tuple(skipped))
+        events = [spec]
+    else:
+        found = discover_all(config.layers)
+        names = sorted(set(found.hooks) | set(config.events))
+        events = [project.event(name) for name in names]
+    root = project.root
+    out = [
+        "layers: " + ", ".join(f"{i}. {relative(p, root)}" for i, p in enumerate(config.layers, 1)),
+        ORDER_RULE,
+    ]
+    for spec in events:
+        out.append("")
+        out.append(_header(spec, project.known(spec.name)))
+        hooks = found.hooks.get(spec.name, ())
+        if not hooks:
+            out.append("  (no hooks)")
+        for i, hook in enumerate(hooks, 1):
+            out.append(f"  {i}. {hook.name}  {relative(hook.path, root)}  — {hook.why(config.layers)}")
+        if args.verbose:
+            for skip in found.skipped:
+                if skip.event == spec.name:
+                    out.append(f"  skipped: {relative(skip.path, root)}  — {skip.reason}")
+    if args.verbose and not args.event:
+        loose = [s for s in found.skipped if s.event is None]
+        if loose:
+            out.append("")
+            out += [f"skipped: {relative(s.path, root)}  — {s.reason}" for s in loose]
+    print("\n".join(out))
+    return 0
+
+
+def _header(spec: EventSpec, known: bool) -> str:
+    origin = spec.source if known else "not declared: orphan, runs only when fired by name"
+    return (
+        f"{spec.name}  ({spec.failure}, timeout {spec.timeout:g} s, parallel {spec.parallel}, "
+        f"revision {spec.revision}; {origin})"
+    )

@@ -1,0 +1,206 @@
+"""Validate `juncture.yaml` into a `Config`; every error names the file, line and key path."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ..events import (
+    DEFAULT_GRACE,
+    DEFAULT_TIMEOUT,
+    FAILURE_MODES,
+    STDIN_MODES,
+    EventSpec,
+    FieldSpec,
+    event_name_problem,
+)
+from .yamlfile import Located
+
+__all__ = ["DEFAULT_HOOKS_PATH", "Config", "parse_config"]
+
+DEFAULT_HOOKS_PATH = ".juncture/hooks"
+DEFAULT_ENV_PREFIX = "JUNCTURE_"
+
+_TOP_KEYS = ("app", "env_prefix", "hooks_path", "timeout", "grace", "events")
+_EVENT_KEYS = (
+    "description",
+    "revision",
+    "failure",
+    "timeout",
+    "grace",
+    "audience",
+    "parallel",
+    "stdin",
+    "fields",
+)
+_FIELD_KEYS = ("required", "default", "description")
+_AUDIENCES = ("local",)
+_PREFIX = re.compile(r"[A-Z][A-Z0-9_]*\Z")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class Config:
+    file: str
+    root: str
+    app: str
+    env_prefix: str
+    layers: tuple[str, ...]  # absolute paths, base first
+    layers_configured: bool  # False when hooks_path is the default
+    events: dict[str, EventSpec]
+
+
+def parse_config(doc: Located, root: str) -> Config:
+    data = doc.data if doc.data is not None else {}
+    _mapping(doc, data, (), _TOP_KEYS)
+    app = _string(doc, data.get("app", os.path.basename(root)), ("app",))
+    prefix = _string(doc, data.get("env_prefix", DEFAULT_ENV_PREFIX), ("env_prefix",))
+    if not _PREFIX.match(prefix):
+        raise doc.error(
+            ("env_prefix",), "expected upper-case letters, digits and _ (like JUNCTURE_ or KAMAL_)"
+        )
+    timeout = _seconds(doc, data.get("timeout", DEFAULT_TIMEOUT), ("timeout",))
+    grace = _seconds(doc, data.get("grace", DEFAULT_GRACE), ("grace",), zero_ok=True)
+
+    raw_layers = data.get("hooks_path", DEFAULT_HOOKS_PATH)
+    if isinstance(raw_layers, str):
+        raw_layers = [raw_layers]
+    if not isinstance(raw_layers, list) or not raw_layers:
+        raise doc.error(("hooks_path",), "expected a path or a non-empty list of paths (layers, base first)")
+    layers = tuple(
+        os.path.normpath(os.path.join(root, _string(doc, item, ("hooks_path", str(i)))))
+        for i, item in enumerate(raw_layers)
+    )
+    if "hooks_path" in data:
+        for i, layer in enumerate(layers):
+            if not os.path.isdir(layer):
+                path = ("hooks_path",) if isinstance(data["hooks_path"], str) else ("hooks_path", str(i))
+                raise doc.error(path, f"hooks directory {layer} does not exist")
+
+    raw_events = data.get("events") or {}
+    _mapping(doc, raw_events, ("events",), None)
+    events = {
+        name: _event(doc, name, body, timeout, grace)
+        for name, body in raw_events.items()
+        if _named(doc, name)
+    }
+    return Config(doc.file, root, app, prefix, layers, "hooks_path" in data, events)
+
+
+def _named(doc: Located, name: Any) -> bool:
+    problem = event_name_problem(str(name))
+    if problem:
+        raise doc.error(("events", str(name)), problem)
+    return True
+
+
+def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> EventSpec:
+    path = ("events", name)
+    body = body if body is not None else {}
+    _mapping(doc, body, path, _EVENT_KEYS)
+    revision = body.get("revision", 1)
+    if type(revision) is not int or revision < 1:
+        raise doc.error((*path, "revision"), "expected a whole number >= 1")
+    failure = body.get("failure", "abort")
+    if failure not in FAILURE_MODES:
+        raise doc.error((*path, "failure"), "expected abort or continue")
+    stdin = body.get("stdin", "null")
+    if stdin not in STDIN_MODES:
+        raise doc.error((*path, "stdin"), "expected null (read /dev/null) or inherit")
+    parallel = body.get("parallel", 1)
+    if type(parallel) is not int or parallel < 1:
+        raise doc.error((*path, "parallel"), "expected a whole number >= 1")
+    audience = body.get("audience", ["local"])
+    if isinstance(audience, str):
+        audience = [audience]
+    if not isinstance(audience, list) or not all(a in _AUDIENCES for a in audience) or not audience:
+        raise doc.error((*path, "audience"), f"expected a list of: {', '.join(_AUDIENCES)}")
+    return EventSpec(
+        name=name,
+        revision=revision,
+        failure=failure,
+        timeout=_seconds(doc, body.get("timeout", timeout), (*path, "timeout")),
+        grace=_seconds(doc, body.get("grace", grace), (*path, "grace"), zero_ok=True),
+        audience=tuple(audience),
+        parallel=parallel,
+        stdin=stdin,
+        fields=_fields(doc, body["fields"], (*path, "fields")) if "fields" in body else None,
+        description=_string(doc, body.get("description", ""), (*path, "description")),
+        source=f"{os.path.basename(doc.file)}:{doc.line(path)}",
+        declared=True,
+    )
+
+
+def _fields(doc: Located, raw: Any, path: tuple[str, ...]) -> tuple[FieldSpec, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, list):
+        raw = {_string(doc, item, (*path, str(i))): None for i, item in enumerate(raw)}
+    _mapping(doc, raw, path, None)
+    fields = []
+    for name, body in raw.items():
+        sub = (*path, str(name))
+        if not _FIELD.match(str(name)):
+            raise doc.error(sub, "a field name is letters, digits and _ (it becomes an environment variable)")
+        body = body if body is not None else {}
+        _mapping(doc, body, sub, _FIELD_KEYS)
+        required = body.get("required", False)
+        if not isinstance(required, bool):
+            raise doc.error((*sub, "required"), "expected true or false")
+        default = body.get("default")
+        fields.append(
+            FieldSpec(
+                name=str(name),
+                required=required,
+                default=None if default is None else _scalar(doc, default, (*sub, "default")),
+                description=_string(doc, body.get("description", ""), (*sub, "description")),
+            )
+        )
+    return tuple(fields)
+
+
+def _mapping(doc: Located, value: Any, path: tuple[str, ...], allowed: tuple[str, ...] | None) -> None:
+    if not isinstance(value, dict):
+        raise doc.error(path, f"expected a mapping, got {_kind(value)}")
+    if allowed is None:
+        return
+    for key in value:
+        if key not in allowed:
+            import difflib
+
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(allowed)})"
+            raise doc.error((*path, str(key)), f"unknown key{hint}")
+
+
+def _string(doc: Located, value: Any, path: tuple[str, ...]) -> str:
+    if not isinstance(value, str):
+        raise doc.error(path, f"expected a string, got {_kind(value)}")
+    return value
+
+
+def _scalar(doc: Located, value: Any, path: tuple[str, ...]) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int | float):
+        return str(value)
+    raise doc.error(path, f"expected a string or number, got {_kind(value)}")
+
+
+def _seconds(doc: Located, value: Any, path: tuple[str, ...], zero_ok: bool = False) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or value < 0
+        or (value == 0 and not zero_ok)
+    ):
+        raise doc.error(path, "expected a number of seconds" + (" >= 0" if zero_ok else " > 0"))
+    return float(value)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )

@@ -1,0 +1,310 @@
+"""Run a plan: start hooks in order (N at a time), enforce timeouts, apply the failure mode.
+
+One `poll` loop watches every running hook's output pipe and exit pidfd, plus a wake-up pipe for
+SIGINT/SIGTERM. No thread and no asyncio: starting a hook costs about what run-parts' fork/exec costs.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import threading
+import time
+from collections import deque
+from typing import Protocol
+
+from .discovery import Hook
+from .outcome import HookResult, RunResult
+from .plan import Plan
+from .runners.local import LocalProcess
+
+__all__ = ["TAIL_BYTES", "Reporter", "run_plan"]
+
+TAIL_BYTES = 64 * 1024  # output kept in memory per hook; the rest is only in the log file
+_MAX_LINE = 64 * 1024  # a longer line without a newline is passed on in pieces
+_LINGER = 0.2  # seconds to keep reading after a hook exits, for its last output
+
+
+class Reporter(Protocol):
+    wants_lines: bool
+
+    def run_started(self, plan: Plan) -> None: ...
+    def hook_started(self, result: HookResult) -> None: ...
+    def hook_output(self, result: HookResult, line: bytes) -> None: ...
+    def hook_finished(self, result: HookResult) -> None: ...
+    def run_finished(self, result: RunResult) -> None: ...
+
+
+class _Job:
+    def __init__(self, result: HookResult, process: LocalProcess, started: float, timeout: float) -> None:
+        self.result = result
+        self.process = process
+        self.started = started
+        self.deadline = started + timeout
+        self.kill_at: float | None = None  # set once SIGTERM was sent
+        self.linger_until: float | None = None  # set once the main process exited
+        self.exited = False
+        self.partial = b""
+        self.tail = bytearray()
+        self.log_fd = -1
+
+
+class _Runner:
+    def __init__(self, plan: Plan, reporter: Reporter) -> None:
+        self.plan = plan
+        self.reporter = reporter
+        self.env = {**os.environ, **plan.env}
+        self.poller = select.poll()
+        self.by_fd: dict[int, _Job] = {}
+        self.running: list[_Job] = []
+        self.result = RunResult(plan)
+        self.stop_starting = False
+        self.interrupts = 0
+        self.devnull = -1
+
+    # -- starting and finishing hooks --------------------------------------------------------------
+
+    def start(self, hook: Hook, index: int) -> None:
+        event = self.plan.event
+        result = HookResult(hook=hook, index=index, timeout=event.timeout)
+        self.result.hooks.append(result)
+        self.reporter.hook_started(result)
+        now = time.monotonic()
+        try:
+            process = LocalProcess(
+                [hook.path], self.env, self.plan.cwd, None if event.stdin == "inherit" else self.devnull
+            )
+        except OSError as exc:
+            result.status = "error"
+            result.error = exc.strerror or str(exc)
+            if exc.errno == errno.ENOEXEC:
+                result.error += " (no #! line?)"
+            self.finished(result)
+            return
+        job = _Job(result, process, now, event.timeout)
+        self.running.append(job)
+        self.by_fd[process.out_fd] = job
+        self.by_fd[process.exit_fd] = job
+        self.poller.register(process.out_fd, select.POLLIN)
+        self.poller.register(process.exit_fd, select.POLLIN)
+
+    def finish(self, job: _Job, now: float) -> None:
+        process = job.process
+        if process.out_fd >= 0:
+            self.close_output(job)
+        result = job.result
+        result.duration = now - job.started
+        result.tail = bytes(job.tail)
+        if job.log_fd >= 0:
+            os.close(job.log_fd)
+        self.running.remove(job)
+        self.finished(result)
+
+    def finished(self, result: HookResult) -> None:
+        if result.status not in ("ok", "interrupted") and self.plan.event.failure == "abort":
+            self.stop_starting = True
+            if self.result.aborted_by is None:
+                self.result.aborted_by = result
+        if result.status == "interrupted":
+            self.result.interrupted.append(result)
+        self.reporter.hook_finished(result)
+
+    def close_output(self, job: _Job) -> None:
+        if job.partial:
+            self.line(job, job.partial)
+            job.partial = b""
+        fd = job.process.out_fd
+        self.poller.unregister(fd)
+        del self.by_fd[fd]
+        job.process.close_output()
+
+    # -- events from the poll loop ----------------------------------------------------------------
+
+    def readable(self, fd: int, now: float) -> None:
+        job = self.by_fd[fd]
+        if fd == job.process.exit_fd:
+            self.exited(job, now)
+            return
+        data = os.read(fd, 65536)
+        if not data:
+            self.close_output(job)
+            return
+        self.output(job, data)
+
+    def exited(self, job: _Job, now: float) -> None:
+        process = job.process
+        self.poller.unregister(process.exit_fd)
+        del self.by_fd[process.exit_fd]
+        result = job.result
+        if job.kill_at is not None:
+            # Timed out or interrupted: whatever the hook started dies with it (the zombie still
+            # holds the process group id, so the group cannot have been reused).
+            process.kill()
+        code = process.reap()
+        job.exited = True
+        job.linger_until = now + _LINGER
+        if code < 0:
+            result.signal = -code
+        else:
+            result.exit_code = code
+        if result.status == "running":
+            result.status = "ok" if code == 0 else "failed"
+
+    def output(self, job: _Job, data: bytes) -> None:
+        result = job.result
+        result.output_bytes += len(data)
+        if job.log_fd < 0:
+            job.log_fd = self.open_log(result)
+        if job.log_fd >= 0:
+            os.write(job.log_fd, data)
+        tail = job.tail
+        tail += data
+        if len(tail) > TAIL_BYTES:
+            del tail[: len(tail) - TAIL_BYTES]
+        if self.reporter.wants_lines:
+            lines = (job.partial + data).split(b"\n")
+            job.partial = lines.pop()
+            if len(job.partial) > _MAX_LINE:
+                lines.append(job.partial)
+                job.partial = b""
+            for line in lines:
+                self.line(job, line)
+
+    def line(self, job: _Job, line: bytes) -> None:
+        self.reporter.hook_output(job.result, line)
+
+    def open_log(self, result: HookResult) -> int:
+        log_dir = self.plan.log_dir
+        try:
+            os.makedirs(os.path.dirname(log_dir), mode=0o700, exist_ok=True)
+            os.makedirs(log_dir, mode=0o700, exist_ok=True)
+            path = os.path.join(log_dir, f"{result.index + 1:03d}-{result.hook.name}.log")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return -2  # no log (read-only project?): keep the tail only, and don't retry every chunk
+        result.log_path = path
+        return fd
+
+    # -- timeouts and interrupts ------------------------------------------------------------------
+
+    def check_deadlines(self, now: float) -> None:
+        for job in list(self.running):
+            if job.exited:
+                if job.process.out_fd < 0 or (job.linger_until is not None and now >= job.linger_until):
+                    self.finish(job, now)
+            elif job.kill_at is None and now >= job.deadline:
+                job.result.status = "timeout"
+                self.terminate(job, now)
+            elif job.kill_at is not None and now >= job.kill_at:
+                job.process.kill()
+                job.kill_at = float("inf")
+
+    def terminate(self, job: _Job, now: float) -> None:
+        job.process.terminate()
+        job.kill_at = now + self.plan.event.grace
+
+    def interrupt(self, now: float) -> None:
+        self.interrupts += 1
+        self.stop_starting = True
+        self.result.status = "interrupted"
+        for job in self.running:
+            if job.exited:
+                continue
+            if job.result.status == "running":
+                job.result.status = "interrupted"
+            if self.interrupts > 1:
+                job.process.kill()  # a second Ctrl-C does not wait for the grace period
+            elif job.kill_at is None:
+                self.terminate(job, now)
+
+    def next_wake(self, now: float) -> int:
+        times = []
+        for job in self.running:
+            if job.exited:
+                times.append(job.linger_until or now)
+            else:
+                times.append(job.deadline if job.kill_at is None else job.kill_at)
+        if not times:
+            return -1
+        return max(0, int((min(times) - now) * 1000) + 1)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self) -> RunResult:
+        plan = self.plan
+        self.reporter.run_started(plan)
+        started = time.monotonic()
+        pending = deque(enumerate(plan.hooks))
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.poller.register(wake_r, select.POLLIN)
+        caught: list[int] = []
+        restore = _catch_signals(wake_w, caught)
+        self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            while True:
+                while pending and not self.stop_starting and len(self.running) < plan.event.parallel:
+                    index, hook = pending.popleft()
+                    self.start(hook, index)
+                if not self.running:
+                    break
+                now = time.monotonic()
+                for fd, _ in self.poller.poll(self.next_wake(now)):
+                    now = time.monotonic()
+                    if fd == wake_r:
+                        _drain(wake_r)
+                    elif fd in self.by_fd:
+                        self.readable(fd, now)
+                while caught:
+                    caught.pop()
+                    self.interrupt(time.monotonic())
+                self.check_deadlines(time.monotonic())
+        finally:
+            restore()
+            for fd in (wake_r, wake_w, self.devnull):
+                os.close(fd)
+            for job in self.running:  # only on an unexpected error: leave nothing behind
+                job.process.kill()
+        result = self.result
+        if result.status != "interrupted" and result.aborted_by is not None:
+            result.status = "failed"
+        result.duration = time.monotonic() - started
+        self.reporter.run_finished(result)
+        return result
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _catch_signals(wake_fd: int, caught: list[int]) -> _Restore:
+    """Turn SIGINT/SIGTERM into entries of `caught` and a byte on `wake_fd` (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum: int, _frame: object) -> None:
+        caught.append(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous_wake = signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
+
+    def restore() -> None:
+        signal.set_wakeup_fd(previous_wake)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+class _Restore(Protocol):
+    def __call__(self) -> None: ...
+
+
+def run_plan(plan: Plan, reporter: Reporter) -> RunResult:
+    """Execute `plan` on this machine and report as it goes. Never raises for a failing hook."""
+    return _Runner(plan, reporter).run()

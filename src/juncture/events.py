@@ -1,0 +1,79 @@
+"""What an event is: its options and context fields, independent of where it was declared."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = [
+    "DEFAULT_GRACE",
+    "DEFAULT_TIMEOUT",
+    "EventSpec",
+    "FieldSpec",
+    "event_name_for_class",
+    "event_name_problem",
+]
+
+# Long enough for a hook that waits for CI, like Kamal's sample pre-deploy (72 polls x 10 s = 12 min).
+DEFAULT_TIMEOUT = 900.0
+# Between SIGTERM and SIGKILL when a hook times out or juncture is interrupted.
+DEFAULT_GRACE = 5.0
+
+FAILURE_MODES = ("abort", "continue")
+STDIN_MODES = ("null", "inherit")
+
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]*\Z")
+
+
+def event_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an event name (it must be usable as a directory name), or None."""
+    if not name:
+        return "an event name cannot be empty"
+    if len(name) > 128:
+        return "an event name is at most 128 characters"
+    if not _EVENT_NAME.match(name):
+        return (
+            f"event name {name!r} must start with a letter, digit or '_' and contain only "
+            "letters, digits and _ . : @ + - (it names a hooks directory)"
+        )
+    return None
+
+
+def event_name_for_class(class_name: str) -> str:
+    """`EventProjectPreStart` -> `project-pre-start` (mpd's rule: drop the prefix, kebab-case)."""
+    base = class_name.removeprefix("Event") or class_name
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", base).lower()
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A declared context field; it reaches hooks as `<PREFIX><NAME>`."""
+
+    name: str
+    required: bool = False
+    default: str | None = None
+    description: str = ""
+
+    @property
+    def env_name(self) -> str:
+        return self.name.upper()
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """The resolved options of one event."""
+
+    name: str
+    revision: int = 1
+    failure: str = "abort"
+    timeout: float = DEFAULT_TIMEOUT
+    grace: float = DEFAULT_GRACE
+    audience: tuple[str, ...] = ("local",)
+    parallel: int = 1
+    stdin: str = "null"
+    # None: any context field may be set; a tuple: exactly these (closed set).
+    fields: tuple[FieldSpec, ...] | None = None
+    description: str = ""
+    # Where the options came from: "juncture.yaml:12", "built-in", "python: EventX", "undeclared".
+    source: str = "undeclared"
+    declared: bool = False

@@ -1,0 +1,77 @@
+"""What happened when a plan ran: one result per hook and one for the run."""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass, field
+
+from .discovery import Hook
+from .plan import Plan
+
+__all__ = ["HookResult", "RunResult", "describe"]
+
+
+@dataclass
+class HookResult:
+    hook: Hook
+    index: int
+    # ok | failed (non-zero exit or killed by a signal) | timeout | error (could not start) | interrupted
+    status: str = "running"
+    exit_code: int | None = None
+    signal: int | None = None
+    duration: float = 0.0
+    timeout: float = 0.0
+    error: str = ""
+    tail: bytes = b""
+    output_bytes: int = 0
+    log_path: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class RunResult:
+    plan: Plan
+    status: str = "ok"  # ok | failed (aborted) | interrupted
+    hooks: list[HookResult] = field(default_factory=list)
+    aborted_by: HookResult | None = None
+    interrupted: list[HookResult] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "failed": 1, "interrupted": 130}[self.status]
+
+    @property
+    def failures(self) -> list[HookResult]:
+        return [r for r in self.hooks if r.status in ("failed", "timeout", "error")]
+
+    def message(self) -> str:
+        """The one line that explains a non-zero exit."""
+        event = self.plan.event.name
+        if self.status == "interrupted":
+            which = ", ".join(r.hook.path for r in self.interrupted) or "no hook was running"
+            return f"event {event} interrupted: {which}"
+        if self.aborted_by is not None:
+            return f"event {event} aborted: hook {self.aborted_by.hook.path} {describe(self.aborted_by)}"
+        return ""
+
+
+def describe(result: HookResult) -> str:
+    if result.status == "timeout":
+        return f"timed out after {result.timeout:g} s"
+    if result.status == "error":
+        return f"could not start: {result.error}"
+    if result.status == "interrupted":
+        return "was interrupted"
+    if result.signal is not None:
+        try:
+            name = signal.Signals(result.signal).name
+        except ValueError:
+            name = str(result.signal)
+        return f"was killed by signal {name}"
+    if result.exit_code:
+        return f"exited with code {result.exit_code}"
+    return "succeeded"

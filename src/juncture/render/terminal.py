@@ -1,0 +1,83 @@
+"""Terminal output: one line per hook, the output of failed hooks, live lines under -v."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import BinaryIO
+
+from ..outcome import HookResult, RunResult, describe
+from ..plan import Plan
+
+__all__ = ["TerminalReporter", "format_duration"]
+
+
+def format_duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.1f} s"
+
+
+class TerminalReporter:
+    """`mode` is normal, verbose (stream every line live) or quiet (failures only)."""
+
+    def __init__(self, mode: str = "normal", stream: BinaryIO | None = None) -> None:
+        self.mode = mode
+        self.out = stream or sys.stdout.buffer
+        self.wants_lines = mode == "verbose"
+        color = self.out.isatty() and not os.environ.get("NO_COLOR")
+        encoding = (getattr(sys.stdout, "encoding", None) or "ascii") if stream is None else "utf-8"
+        try:
+            "✓✗".encode(encoding)
+            ok, bad = "✓", "✗"
+        except (UnicodeEncodeError, LookupError):
+            ok, bad = "ok", "FAIL"
+        self.ok = f"\033[32m{ok}\033[0m" if color else ok
+        self.bad = f"\033[31m{bad}\033[0m" if color else bad
+
+    def write(self, text: str) -> None:
+        self.out.write(text.encode("utf-8", "replace"))
+        self.out.flush()
+
+    def run_started(self, plan: Plan) -> None:
+        if self.mode != "quiet" and not plan.hooks:
+            self.write(f"event {plan.event.name}: no hooks\n")
+
+    def hook_started(self, result: HookResult) -> None:
+        if self.mode == "verbose":
+            self.write(f"→ {result.hook.label}\n")
+
+    def hook_output(self, result: HookResult, line: bytes) -> None:
+        self.out.write(b"[" + result.hook.name.encode() + b"] " + line + b"\n")
+        self.out.flush()
+
+    def hook_finished(self, result: HookResult) -> None:
+        failed = result.status not in ("ok", "interrupted")
+        if self.mode == "quiet" and not failed:
+            return
+        mark = self.ok if result.ok else self.bad
+        detail = "" if result.ok else f"  {describe(result)}"
+        self.write(f"{mark} {result.hook.label}{detail}  {format_duration(result.duration)}\n")
+        if failed and self.mode != "verbose":
+            self.write_output(result)
+
+    def write_output(self, result: HookResult) -> None:
+        earlier = result.output_bytes - len(result.tail)
+        if earlier > 0:
+            self.write(f"    … {earlier} earlier bytes not shown; full output: {result.log_path}\n")
+        text = result.tail.decode("utf-8", "replace")
+        for line in text.splitlines():
+            self.write(f"    {line}\n")
+
+    def run_finished(self, result: RunResult) -> None:
+        plan = result.plan
+        not_started = len(plan.hooks) - len(result.hooks)
+        if self.mode == "quiet" or not plan.hooks:
+            return
+        counts = [f"{sum(r.ok for r in result.hooks)} ok"]
+        if result.failures:
+            counts.append(f"{len(result.failures)} failed")
+        if not_started:
+            counts.append(f"{not_started} not started")
+        policy = f" ({plan.event.failure})" if result.failures else ""
+        self.write(
+            f"event {plan.event.name}: {', '.join(counts)}{policy} in {format_duration(result.duration)}\n"
+        )
