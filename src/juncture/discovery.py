@@ -45,13 +45,6 @@ class Hook:
     def label(self) -> str:
         return self.event if self.flat else f"{self.event}/{self.name}"
 
-    def why(self, layers: tuple[str, ...]) -> str:
-        kind = "main hook (flat file)" if self.flat else f"drop-in of {self.event}.d/"
-        text = f"{kind}, layer {self.layer + 1} of {len(layers)}"
-        if self.replaces:
-            text += ", replaces " + ", ".join(self.replaces)
-        return text
-
 
 @dataclass(frozen=True)
 class Skipped:

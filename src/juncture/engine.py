@@ -32,7 +32,7 @@ class Reporter(Protocol):
 
     def run_started(self, plan: Plan) -> None: ...
     def hook_started(self, result: HookResult) -> None: ...
-    def hook_output(self, result: HookResult, line: bytes) -> None: ...
+    def hook_output(self, result: HookResult, lines: list[bytes]) -> None: ...
     def hook_finished(self, result: HookResult) -> None: ...
     def run_finished(self, result: RunResult) -> None: ...
 
@@ -44,6 +44,7 @@ class _Job:
         self.started = started
         self.deadline = started + timeout
         self.kill_at: float | None = None  # set once SIGTERM was sent
+        self.killed = False
         self.linger_until: float | None = None  # set once the main process exited
         self.exited = False
         self.partial = b""
@@ -113,7 +114,7 @@ class _Runner:
 
     def close_output(self, job: _Job) -> None:
         if job.partial:
-            self.line(job, job.partial)
+            self.reporter.hook_output(job.result, [job.partial])
             job.partial = b""
         fd = job.process.out_fd
         self.poller.unregister(fd)
@@ -169,11 +170,8 @@ class _Runner:
             if len(job.partial) > _MAX_LINE:
                 lines.append(job.partial)
                 job.partial = b""
-            for line in lines:
-                self.line(job, line)
-
-    def line(self, job: _Job, line: bytes) -> None:
-        self.reporter.hook_output(job.result, line)
+            if lines:
+                self.reporter.hook_output(result, lines)
 
     def open_log(self, result: HookResult) -> int:
         log_dir = self.plan.log_dir
@@ -197,9 +195,9 @@ class _Runner:
             elif job.kill_at is None and now >= job.deadline:
                 job.result.status = "timeout"
                 self.terminate(job, now)
-            elif job.kill_at is not None and now >= job.kill_at:
+            elif job.kill_at is not None and not job.killed and now >= job.kill_at:
                 job.process.kill()
-                job.kill_at = float("inf")
+                job.killed = True
 
     def terminate(self, job: _Job, now: float) -> None:
         job.process.terminate()
@@ -216,6 +214,7 @@ class _Runner:
                 job.result.status = "interrupted"
             if self.interrupts > 1:
                 job.process.kill()  # a second Ctrl-C does not wait for the grace period
+                job.killed = True
             elif job.kill_at is None:
                 self.terminate(job, now)
 
@@ -224,7 +223,7 @@ class _Runner:
         for job in self.running:
             if job.exited:
                 times.append(job.linger_until or now)
-            else:
+            elif not job.killed:
                 times.append(job.deadline if job.kill_at is None else job.kill_at)
         if not times:
             return -1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..discovery import Discovery, discover, discover_all
+from ..discovery import Discovery, Hook, discover, discover_all
 from ..events import EventSpec
 from .common import project_from, relative
 
@@ -48,7 +48,9 @@ def run(args: argparse.Namespace) -> int:
         if not hooks:
             out.append("  (no hooks)")
         for i, hook in enumerate(hooks, 1):
-            out.append(f"  {i}. {hook.name}  {relative(hook.path, root)}  — {hook.why(config.layers)}")
+            out.append(
+                f"  {i}. {hook.name}  {relative(hook.path, root)}  — {_why(hook, len(config.layers), root)}"
+            )
         if args.verbose:
             for skip in found.skipped:
                 if skip.event == spec.name:
@@ -60,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
             out += [f"skipped: {relative(s.path, root)}  — {s.reason}" for s in loose]
     print("\n".join(out))
     return 0
+
+
+def _why(hook: Hook, layers: int, root: str) -> str:
+    kind = "main hook (flat file)" if hook.flat else f"drop-in of {hook.event}.d/"
+    text = f"{kind}, layer {hook.layer + 1} of {layers}"
+    if hook.replaces:
+        text += ", replaces " + ", ".join(relative(path, root) for path in hook.replaces)
+    return text
 
 
 def _header(spec: EventSpec, known: bool) -> str:

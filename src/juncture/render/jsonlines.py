@@ -12,9 +12,9 @@ from ..plan import Plan
 __all__ = ["JsonReporter", "emit"]
 
 
-def emit(obj: dict[str, Any], stream: TextIO | None = None) -> None:
+def emit(*objs: dict[str, Any], stream: TextIO | None = None) -> None:
     out = stream or sys.stdout
-    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    out.write("".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in objs))
     out.flush()
 
 
@@ -38,16 +38,20 @@ class JsonReporter:
                 "parallel": event.parallel,
                 "hooks": [{"hook": h.label, "path": h.path, "layer": h.layer + 1} for h in plan.hooks],
             },
-            self.out,
+            stream=self.out,
         )
 
     def hook_started(self, result: HookResult) -> None:
-        emit({"type": "hook-start", "hook": result.hook.label, "path": result.hook.path}, self.out)
+        emit({"type": "hook-start", "hook": result.hook.label, "path": result.hook.path}, stream=self.out)
 
-    def hook_output(self, result: HookResult, line: bytes) -> None:
+    def hook_output(self, result: HookResult, lines: list[bytes]) -> None:
+        label = result.hook.label
         emit(
-            {"type": "hook-output", "hook": result.hook.label, "line": line.decode("utf-8", "replace")},
-            self.out,
+            *(
+                {"type": "hook-output", "hook": label, "line": line.decode("utf-8", "replace")}
+                for line in lines
+            ),
+            stream=self.out,
         )
 
     def hook_finished(self, result: HookResult) -> None:
@@ -63,7 +67,7 @@ class JsonReporter:
                 "message": describe(result),
                 "log": result.log_path,
             },
-            self.out,
+            stream=self.out,
         )
 
     def run_finished(self, result: RunResult) -> None:
@@ -77,5 +81,5 @@ class JsonReporter:
                 "duration": round(result.duration, 6),
                 "message": result.message(),
             },
-            self.out,
+            stream=self.out,
         )

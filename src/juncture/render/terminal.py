@@ -45,8 +45,9 @@ class TerminalReporter:
         if self.mode == "verbose":
             self.write(f"→ {result.hook.label}\n")
 
-    def hook_output(self, result: HookResult, line: bytes) -> None:
-        self.out.write(b"[" + result.hook.name.encode() + b"] " + line + b"\n")
+    def hook_output(self, result: HookResult, lines: list[bytes]) -> None:
+        prefix = b"[" + result.hook.name.encode() + b"] "
+        self.out.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
         self.out.flush()
 
     def hook_finished(self, result: HookResult) -> None:
