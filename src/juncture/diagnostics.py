@@ -48,8 +48,7 @@ def diagnose(project: Project, found: Discovery, remembered: dict[str, int]) -> 
 
     for event, hooks in found.hooks.items():
         if not project.known(event):
-            paths = sorted({_source_of(hook.path, event) for hook in hooks} or {event})
-            for path in paths:
+            for path in found.sources.get(event, ()):
                 findings.append(
                     Finding(
                         "warning",
@@ -76,12 +75,6 @@ def diagnose(project: Project, found: Discovery, remembered: dict[str, int]) -> 
                 )
             )
     return findings
-
-
-def _source_of(path: str, event: str) -> str:
-    """The `<event>.d` directory a drop-in lives in, or the flat file itself."""
-    parent = os.path.dirname(path)
-    return parent if os.path.basename(parent) == f"{event}.d" else path
 
 
 def _file_findings(path: str) -> list[Finding]:

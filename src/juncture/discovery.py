@@ -58,17 +58,25 @@ class Skipped:
 class Discovery:
     hooks: dict[str, tuple[Hook, ...]]  # event -> hooks in run order
     skipped: tuple[Skipped, ...]
+    sources: dict[str, tuple[str, ...]]  # event -> its flat files and `.d` directories, in layer order
 
 
 def name_problem(name: str) -> str | None:
     """Why a file named `name` is not run, or None: hidden, editor/package leftover, odd characters."""
     if name.startswith("."):
         return "hidden file (leading '.')"
+    leftover = _leftover(name)
+    if leftover:
+        return leftover
+    if not _VALID_NAME.match(name):
+        return "name has characters other than letters, digits, '_', '-' and '.'"
+    return None
+
+
+def _leftover(name: str) -> str | None:
     for suffix in LEFTOVER_SUFFIXES:
         if name.endswith(suffix):
             return f"editor or package leftover ('{suffix}')"
-    if not _VALID_NAME.match(name):
-        return "name has characters other than letters, digits, '_', '-' and '.'"
     return None
 
 
@@ -153,7 +161,9 @@ def _consider(
 
 def discover_all(layers: tuple[str, ...]) -> Discovery:
     """Every event that has files in some layer, with its hooks; for `list` and `check`."""
-    events: set[str] = set()
+    from .events import event_name_problem
+
+    sources: dict[str, list[str]] = {}
     skipped: list[Skipped] = []
     for layer in layers:
         try:
@@ -161,18 +171,18 @@ def discover_all(layers: tuple[str, ...]) -> Discovery:
         except FileNotFoundError:
             continue
         for entry in entries:
-            if entry.name.endswith(".d") and entry.is_dir():
-                events.add(entry.name[:-2])
-                continue
-            problem = name_problem(entry.name)
+            is_dir = entry.is_dir()
+            event = entry.name[:-2] if is_dir and entry.name.endswith(".d") else entry.name
+            problem = name_problem(entry.name) if entry.name.startswith(".") else None
+            problem = problem or _leftover(entry.name) or event_name_problem(event)
             if problem:
                 skipped.append(Skipped(entry.path, "name", problem))
-            elif entry.is_dir():
+            elif is_dir and event == entry.name:
                 skipped.append(Skipped(entry.path, "not-regular", "a directory without the .d suffix"))
             else:
-                events.add(entry.name)
+                sources.setdefault(event, []).append(entry.path)
     hooks: dict[str, tuple[Hook, ...]] = {}
-    for event in sorted(events, key=os.fsencode):
+    for event in sorted(sources, key=os.fsencode):
         hooks[event], event_skipped = discover(layers, event)
         skipped.extend(event_skipped)
-    return Discovery(hooks, tuple(skipped))
+    return Discovery(hooks, tuple(skipped), {event: tuple(paths) for event, paths in sources.items()})

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import JunctureError, UsageError
-from . import check, fire, init, listing
 
 __all__ = ["main"]
 
-_COMMANDS = {"init": init, "fire": fire, "list": listing, "check": check}
+# command -> module with its `run(args)`, imported only when that command runs
+_COMMANDS = {"init": "init", "fire": "fire", "list": "listing", "check": "check"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,8 +32,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="FILE", help="configuration file (default: juncture.yaml)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name, module in _COMMANDS.items():
-        module.add_parser(sub, name)
+    sub.add_parser("init", help="create juncture.yaml and .juncture/hooks with sample hooks")
+
+    fire = sub.add_parser("fire", help="run the hooks of an event")
+    fire.add_argument("event")
+    fire.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a context field")
+    fire.add_argument("--verb", default="fire", help="the verb that fired the event (<PREFIX>VERB)")
+    fire.add_argument("--dry-run", action="store_true", help="run nothing; print the plan and environment")
+    output = fire.add_mutually_exclusive_group()
+    output.add_argument("-v", "--verbose", action="store_true", help="stream every output line live")
+    output.add_argument("-q", "--quiet", action="store_true", help="print failures only")
+    output.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+
+    listing = sub.add_parser("list", help="list the hooks each event would run, in order")
+    listing.add_argument("event", nargs="?")
+    listing.add_argument("-v", "--verbose", action="store_true", help="also list skipped files, and why")
+
+    check = sub.add_parser("check", help="diagnose hooks and configuration before anything runs")
+    check.add_argument("--json", action="store_true", help="findings as one JSON document")
     return parser
 
 
@@ -44,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
-        code: int = _COMMANDS[args.command].run(args)
+        from importlib import import_module
+
+        command = import_module(f".{_COMMANDS[args.command]}", __name__)
+        code: int = command.run(args)
         return code
     except JunctureError as exc:
         _say(str(exc))

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sqlite3
-from typing import Any
 
 from ..diagnostics import diagnose
 from ..discovery import discover_all
 from ..errors import JunctureError
 from ..store import Store
 from .common import project_from, relative
-
-
-def add_parser(sub: Any, name: str) -> None:
-    parser = sub.add_parser(name, help="diagnose hooks and configuration")
-    parser.add_argument("--json", action="store_true", help="findings as one JSON document")
 
 
 def run(args: argparse.Namespace) -> int:

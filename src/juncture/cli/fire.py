@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ..engine import Reporter, run_plan
 from ..environment import identity
 from ..plan import Plan, make_plan
 from .common import parse_assignments, project_from, relative
-
-
-def add_parser(sub: Any, name: str) -> None:
-    parser = sub.add_parser(name, help="run the hooks of an event")
-    parser.add_argument("event")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a context field")
-    parser.add_argument("--verb", default="fire", help="the verb that fired the event (<PREFIX>VERB)")
-    parser.add_argument("--dry-run", action="store_true", help="run nothing; print the plan and environment")
-    output = parser.add_mutually_exclusive_group()
-    output.add_argument("-v", "--verbose", action="store_true", help="stream every output line live")
-    output.add_argument("-q", "--quiet", action="store_true", help="print failures only")
-    output.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
 
 
 def run(args: argparse.Namespace) -> int:

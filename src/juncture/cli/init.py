@@ -6,7 +6,6 @@ import argparse
 import os
 import shutil
 import stat
-from typing import Any
 
 from ..config import CONFIG_NAME
 
@@ -31,10 +30,6 @@ events:
   #   revision: 1           # bump when the variables hooks get change; `juncture check` tells once
   #   fields: [project, runtime]
 """
-
-
-def add_parser(sub: Any, name: str) -> None:
-    sub.add_parser(name, help="create juncture.yaml and .juncture/hooks with sample hooks")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from ..discovery import Discovery, Hook, discover, discover_all
 from ..events import EventSpec
@@ -16,21 +15,13 @@ ORDER_RULE = (
 )
 
 
-def add_parser(sub: Any, name: str) -> None:
-    parser = sub.add_parser(name, help="list the hooks each event would run")
-    parser.add_argument("event", nargs="?")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="also list files that are skipped, and why"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     project = project_from(args)
     config = project.config
     if args.event:
         spec = project.event(args.event)
         hooks, skipped = discover(config.layers, spec.name)
-        found = Discovery({spec.name: hooks}, tuple(skipped))
+        found = Discovery({spec.name: hooks}, tuple(skipped), {})
         events = [spec]
     else:
         found = discover_all(config.layers)

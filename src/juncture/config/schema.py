@@ -48,7 +48,6 @@ class Config:
     app: str
     env_prefix: str
     layers: tuple[str, ...]  # absolute paths, base first
-    layers_configured: bool  # False when hooks_path is the default
     events: dict[str, EventSpec]
 
 
@@ -73,11 +72,13 @@ def parse_config(doc: Located, root: str) -> Config:
         os.path.normpath(os.path.join(root, _string(doc, item, ("hooks_path", str(i)))))
         for i, item in enumerate(raw_layers)
     )
-    if "hooks_path" in data:
-        for i, layer in enumerate(layers):
-            if not os.path.isdir(layer):
-                path = ("hooks_path",) if isinstance(data["hooks_path"], str) else ("hooks_path", str(i))
-                raise doc.error(path, f"hooks directory {layer} does not exist")
+    configured = "hooks_path" in data
+    for i, layer in enumerate(layers):
+        # The default layer may be missing (no hooks yet); a configured one is a promise.
+        if not os.path.isdir(layer) and (configured or os.path.lexists(layer)):
+            key = ("hooks_path", str(i)) if isinstance(data.get("hooks_path"), list) else ("hooks_path",)
+            what = "is not a directory" if os.path.lexists(layer) else "does not exist"
+            raise doc.error(key, f"hooks directory {layer} {what}")
 
     raw_events = data.get("events") or {}
     _mapping(doc, raw_events, ("events",), None)
@@ -86,7 +87,7 @@ def parse_config(doc: Located, root: str) -> Config:
         for name, body in raw_events.items()
         if _named(doc, name)
     }
-    return Config(doc.file, root, app, prefix, layers, "hooks_path" in data, events)
+    return Config(doc.file, root, app, prefix, layers, events)
 
 
 def _named(doc: Located, name: Any) -> bool:
