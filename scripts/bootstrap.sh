@@ -23,4 +23,6 @@ bootstrap() {
   [ -n "$extras" ] && spec="$ROOT[$extras]"
   "$ROOT/.venv/bin/python" -m pip install -q --disable-pip-version-check -e "$spec" 2>&1 | grep -v "is ignored: it is neither" >&2 || true
   "$ROOT/.venv/bin/python" -c 'import juncture' || { echo "installing juncture failed" >&2; exit 2; }
+  # Bytecode now, so that every run does not compile juncture again (PYTHONDONTWRITEBYTECODE may be set).
+  "$ROOT/.venv/bin/python" -m compileall -q "$ROOT/src/juncture" >/dev/null
 }

@@ -250,3 +250,12 @@ def test_hook_runs_in_project_root(project: ProjectDir, tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "juncture", "fire", "ev"], cwd=sub, capture_output=True)
     assert result.returncode == 0
     assert (tmp_path / "cwd").read_text().strip() == os.path.realpath(project.root)
+
+
+def test_hook_starts_with_sigpipe_at_default_not_ignored_like_python(
+    project: ProjectDir, tmp_path: Path
+) -> None:
+    project.hook("ev", "10-sig", f"#!/bin/sh\ngrep SigIgn /proc/$$/status > {tmp_path}/sig\n")
+    assert project.run("fire", "ev").returncode == 0
+    ignored = int((tmp_path / "sig").read_text().split()[1], 16)
+    assert not ignored & (1 << (13 - 1)), "SIGPIPE is ignored in the hook"

@@ -57,6 +57,7 @@ class _Runner:
         self.plan = plan
         self.reporter = reporter
         self.env = {**os.environ, **plan.env}
+        self.cwd = None if _is_current_dir(plan.cwd) else plan.cwd
         self.poller = select.poll()
         self.by_fd: dict[int, _Job] = {}
         self.running: list[_Job] = []
@@ -75,7 +76,7 @@ class _Runner:
         now = time.monotonic()
         try:
             process = LocalProcess(
-                [hook.path], self.env, self.plan.cwd, None if event.stdin == "inherit" else self.devnull
+                [hook.path], self.env, self.cwd, None if event.stdin == "inherit" else self.devnull
             )
         except OSError as exc:
             result.status = "error"
@@ -271,6 +272,13 @@ class _Runner:
         result.duration = time.monotonic() - started
         self.reporter.run_finished(result)
         return result
+
+
+def _is_current_dir(path: str) -> bool:
+    try:
+        return os.path.samefile(path, os.curdir)
+    except OSError:
+        return False
 
 
 def _drain(fd: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..engine import Reporter, run_plan
 from ..environment import identity
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
         from ..render.terminal import TerminalReporter
 
         reporter = TerminalReporter("verbose" if args.verbose else "quiet" if args.quiet else "normal")
+    os.chdir(project.root)  # hooks run here; being here already lets the engine use posix_spawn
     result = run_plan(plan, reporter)
     if result.exit_code and not args.json:
         import sys
