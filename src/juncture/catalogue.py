@@ -12,7 +12,7 @@ __all__ = ["BUILT_IN"]
 
 
 def _spec(name: str, description: str, failure: str = "abort") -> EventSpec:
-    return EventSpec(name=name, failure=failure, description=description, source="built-in", declared=True)
+    return EventSpec(name=name, failure=failure, description=description, source="built-in")
 
 
 _EVENTS = [

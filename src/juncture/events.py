@@ -76,4 +76,3 @@ class EventSpec:
     description: str = ""
     # Where the options came from: "juncture.yaml:12", "built-in", "python: EventX", "undeclared".
     source: str = "undeclared"
-    declared: bool = False

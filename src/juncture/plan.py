@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .discovery import Hook, Skipped, discover
+from .discovery import Hook, discover
 from .environment import Identity, contract, git_commit, new_run_id, resolve_context
 from .events import EventSpec
 from .project import Project
@@ -21,11 +21,7 @@ class Plan:
     cwd: str
     env: dict[str, str]  # the contract; the local target adds it to the caller's environment
     hooks: tuple[Hook, ...]
-    skipped: tuple[Skipped, ...]
-    layers: tuple[str, ...]
     log_dir: str
-    dry_run: bool
-    started: float
 
 
 def make_plan(
@@ -54,7 +50,7 @@ def make_plan(
         dry_run=dry_run,
         context=resolved,
     )
-    hooks, skipped = discover(config.layers, spec.name)
+    hooks, _ = discover(config.layers, spec.name)
     return Plan(
         run_id=run_id,
         event=spec,
@@ -62,9 +58,5 @@ def make_plan(
         cwd=project.root,
         env=env,
         hooks=hooks,
-        skipped=tuple(skipped),
-        layers=config.layers,
         log_dir=os.path.join(project.state_dir, "logs", run_id),
-        dry_run=dry_run,
-        started=who.started,
     )

@@ -95,7 +95,6 @@ class Event:
             fields=fields,
             description=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
             source=f"python: {cls.__module__}.{cls.__qualname__}",
-            declared=True,
         )
 
     def context(self) -> dict[str, str]:

@@ -130,7 +130,6 @@ def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> 
         fields=_fields(doc, body["fields"], (*path, "fields")) if "fields" in body else None,
         description=_string(doc, body.get("description", ""), (*path, "description")),
         source=f"{os.path.basename(doc.file)}:{doc.line(path)}",
-        declared=True,
     )
 
 
