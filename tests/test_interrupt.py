@@ -13,9 +13,9 @@ import pytest
 from conftest import ProjectDir, alive
 
 
-def _wait_for(path: Path, seconds: float = 20) -> None:
+def _wait_for(path: Path, lines: int = 1, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
-    while not path.exists() or not path.read_text().strip():
+    while not path.exists() or len(path.read_text().split()) < lines:
         assert time.monotonic() < deadline, f"{path} never appeared"
         time.sleep(0.02)
 
@@ -33,8 +33,7 @@ def test_signal_terminates_running_hook_group_and_exits_130(
         stderr=subprocess.PIPE,
         text=True,
     )
-    _wait_for(pids)
-    time.sleep(0.1)  # both pids written
+    _wait_for(pids, lines=2)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130

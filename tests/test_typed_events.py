@@ -100,3 +100,17 @@ def test_events_are_frozen() -> None:
     event = EventProjectPreStart(project="shop")
     with pytest.raises(AttributeError):
         event.project = "other"  # type: ignore[misc]
+
+
+def test_library_fire_from_another_directory_runs_many_fast_parallel_hooks(project: ProjectDir) -> None:
+    # Outside the project root hooks start through subprocess; none may be reaped behind the engine's back.
+    project.config("events:\n  burst: {parallel: 4}\n")
+    for i in range(40):
+        project.hook("burst", f"{i:02d}-fast", "#!/bin/sh\nexit 0\n")
+
+    class EventBurst(Event):
+        pass
+
+    for _ in range(3):
+        result = fire(EventBurst(), project=str(project.root), reporter=TerminalReporter(stream=io.BytesIO()))
+        assert [r.status for r in result.hooks] == ["ok"] * 40

@@ -27,6 +27,8 @@ class LocalProcess:
 
     def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, stdin: int | None) -> None:
         read_end, write_end = os.pipe()
+        # Held until reaped: a Popen dropped while its child runs reaps it in __del__ or a later _cleanup().
+        self._popen: subprocess.Popen[bytes] | None = None
         try:
             if cwd is None:
                 actions = [(os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_DUP2, write_end, 2)]
@@ -36,7 +38,7 @@ class LocalProcess:
                     argv[0], argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS
                 )
             else:
-                self.pid = subprocess.Popen(
+                self._popen = subprocess.Popen(
                     argv,
                     env=env,
                     cwd=cwd,
@@ -44,7 +46,8 @@ class LocalProcess:
                     stdout=write_end,
                     stderr=write_end,
                     start_new_session=True,
-                ).pid
+                )
+                self.pid = self._popen.pid
         except BaseException:
             os.close(read_end)
             raise
@@ -71,10 +74,13 @@ class LocalProcess:
 
     def reap(self) -> int:
         """The exit status once `exit_fd` is readable: the exit code, or minus the signal number."""
-        _, status = os.waitpid(self.pid, 0)
+        if self._popen is not None:
+            code = self._popen.wait()
+        else:
+            code = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         self._reaped = True
         os.close(self.exit_fd)
-        return os.waitstatus_to_exitcode(status)
+        return code
 
     def close_output(self) -> None:
         if self.out_fd >= 0:
