@@ -13,6 +13,8 @@ import re
 import stat
 from dataclasses import dataclass
 
+from .events import event_name_problem
+
 __all__ = ["Discovery", "Hook", "Skipped", "discover", "discover_all", "name_problem"]
 
 LEFTOVER_SUFFIXES = (
@@ -161,8 +163,6 @@ def _consider(
 
 def discover_all(layers: tuple[str, ...]) -> Discovery:
     """Every event that has files in some layer, with its hooks; for `list` and `check`."""
-    from .events import event_name_problem
-
     sources: dict[str, list[str]] = {}
     skipped: list[Skipped] = []
     for layer in layers:

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from .discovery import Hook
@@ -289,7 +290,7 @@ def _drain(fd: int) -> None:
         pass
 
 
-def _catch_signals(wake_fd: int, caught: list[int]) -> _Restore:
+def _catch_signals(wake_fd: int, caught: list[int]) -> Callable[[], None]:
     """Turn SIGINT/SIGTERM into entries of `caught` and a byte on `wake_fd` (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
@@ -306,10 +307,6 @@ def _catch_signals(wake_fd: int, caught: list[int]) -> _Restore:
             signal.signal(sig, old)
 
     return restore
-
-
-class _Restore(Protocol):
-    def __call__(self) -> None: ...
 
 
 def run_plan(plan: Plan, reporter: Reporter) -> RunResult:
