@@ -25,10 +25,13 @@ class ProjectDir:
     def hook(
         self, event: str, name: str | None, body: str, layer: str = ".juncture/hooks", mode: int = 0o755
     ) -> Path:
-        """A drop-in `<layer>/<event>.d/<name>`, or the flat file `<layer>/<event>` when name is None."""
-        directory = self.root / layer / (f"{event}.d" if name is not None else "")
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / (name if name is not None else event)
+        """A drop-in `<layer>/<event>.d/<name>`, or the flat file `<layer>/<event>` when name is None.
+
+        A ':' in the event name is a directory level: `deploy:updated` -> `deploy/updated.d/`.
+        """
+        on_disk = event.replace(":", "/")
+        path = self.root / layer / (f"{on_disk}.d/{name}" if name is not None else on_disk)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(body).lstrip())
         path.chmod(mode)
         return path

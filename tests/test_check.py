@@ -77,14 +77,29 @@ def test_hook_for_built_in_event_is_not_an_orphan(project: ProjectDir, event: st
     assert by_code(doc, "orphan") == []
 
 
-def test_flat_hook_of_event_with_colon_in_name_is_not_reported_as_skipped(project: ProjectDir) -> None:
+def test_colon_in_event_name_is_a_directory_level_on_disk(project: ProjectDir) -> None:
     flat = project.hook("deploy:updated", None, SCRIPT)
-    assert "1 ok" in project.run("fire", "deploy:updated").stdout  # the file does run
+    drop_in = project.hook("deploy:updated", "10-x", SCRIPT)
+    assert flat == project.root / ".juncture/hooks/deploy/updated"
+    assert drop_in == project.root / ".juncture/hooks/deploy/updated.d/10-x"
+    assert "2 ok" in project.run("fire", "deploy:updated").stdout
 
     doc = check_json(project)
 
-    assert [f for f in doc["findings"] if f["file"] == str(flat)] == []
-    assert doc["warnings"] == 0
+    assert doc["findings"] == []
+
+
+def test_colon_spelled_literally_on_disk_is_reported_with_the_right_spelling(project: ProjectDir) -> None:
+    literal = project.root / ".juncture/hooks/deploy:updated.d"
+    literal.mkdir(parents=True)
+    (literal / "10-x").write_text(SCRIPT)
+    (literal / "10-x").chmod(0o755)
+
+    doc = check_json(project)
+
+    [finding] = [f for f in doc["findings"] if f["file"] == str(literal)]
+    assert "deploy/updated.d" in finding["message"]
+    assert "event deploy:updated: no hooks" in project.run("fire", "deploy:updated").stdout
 
 
 def test_hook_for_event_declared_in_config_is_not_an_orphan(project: ProjectDir) -> None:

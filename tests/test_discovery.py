@@ -267,11 +267,13 @@ def test_discover_all_finds_events_from_flat_files_and_drop_in_dirs_in_every_lay
     make(base / "dir-only.d" / "10-x")
     make(over / "both")
     make(over / "both.d" / "10-x")
-    make(over / "deploy:updated.d" / "10-x")
+    make(over / "deploy" / "updated.d" / "10-x")
+    make(base / "deploy" / "rollback")
 
     found = discover_all(layers(base, over))
 
-    assert list(found.hooks) == ["both", "deploy:updated", "dir-only", "flat-only"]
+    assert list(found.hooks) == ["both", "deploy:rollback", "deploy:updated", "dir-only", "flat-only"]
+    assert [hook.path for hook in found.hooks["deploy:rollback"]] == [str(base / "deploy" / "rollback")]
     assert [hook.label for hook in found.hooks["both"]] == ["both", "both/10-x"]
     assert names(found.hooks["dir-only"]) == ["10-x"]
 

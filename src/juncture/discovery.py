@@ -1,7 +1,8 @@
 """Find the hook files of an event across layers, run-parts style.
 
 In each layer (base first) an event may have a flat executable `<event>` (Kamal's `.kamal/hooks/pre-deploy`)
-and a run-parts directory `<event>.d/`. The flat file is the event's main hook and runs first; the files in
+and a run-parts directory `<event>.d/`; a ':' in an event name is a directory level on disk
+(`deploy:updated` -> `deploy/updated.d/`). The flat file is the event's main hook and runs first; the files in
 `<event>.d/` are drop-ins that run after it, in byte order of their names. Across layers, files merge by
 name: a same-named file in a later layer replaces the earlier one, and a symlink to /dev/null masks it.
 """
@@ -13,7 +14,7 @@ import re
 import stat
 from dataclasses import dataclass
 
-from .events import event_name_problem
+from .events import event_name_problem, event_path
 
 __all__ = ["Discovery", "Hook", "Skipped", "discover", "discover_all", "name_problem"]
 
@@ -111,7 +112,7 @@ def discover(layers: tuple[str, ...], event: str) -> tuple[tuple[Hook, ...], lis
     flats: list[tuple[str, Hook | None]] = []
     drop_ins: dict[str, list[tuple[str, Hook | None]]] = {}
     for index, layer in enumerate(layers):
-        path = os.path.join(layer, event)
+        path = os.path.join(layer, event_path(event))
         if os.path.lexists(path) and not os.path.isdir(path):
             flats.append((path, _consider(event, event, path, index, True, skipped)))
         directory = path + ".d"
@@ -166,23 +167,31 @@ def discover_all(layers: tuple[str, ...]) -> Discovery:
     sources: dict[str, list[str]] = {}
     skipped: list[Skipped] = []
     for layer in layers:
-        try:
-            entries = sorted(os.scandir(layer), key=lambda e: os.fsencode(e.name))
-        except FileNotFoundError:
-            continue
-        for entry in entries:
-            is_dir = entry.is_dir()
-            event = entry.name[:-2] if is_dir and entry.name.endswith(".d") else entry.name
-            problem = name_problem(entry.name) if entry.name.startswith(".") else None
-            problem = problem or _leftover(entry.name) or event_name_problem(event)
-            if problem:
-                skipped.append(Skipped(entry.path, "name", problem))
-            elif is_dir and event == entry.name:
-                skipped.append(Skipped(entry.path, "not-regular", "a directory without the .d suffix"))
-            else:
-                sources.setdefault(event, []).append(entry.path)
+        _scan(layer, "", sources, skipped)
     hooks: dict[str, tuple[Hook, ...]] = {}
     for event in sorted(sources, key=os.fsencode):
         hooks[event], event_skipped = discover(layers, event)
         skipped.extend(event_skipped)
     return Discovery(hooks, tuple(skipped), {event: tuple(paths) for event, paths in sources.items()})
+
+
+def _scan(directory: str, namespace: str, sources: dict[str, list[str]], skipped: list[Skipped]) -> None:
+    """Collect the events under `directory`; a directory without `.d` is a namespace (`deploy/`)."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: os.fsencode(e.name))
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for entry in entries:
+        is_dir = entry.is_dir()
+        base = entry.name[:-2] if is_dir and entry.name.endswith(".d") else entry.name
+        problem = name_problem(entry.name) if entry.name.startswith(".") else None
+        problem = problem or _leftover(entry.name)
+        if not problem and ":" in entry.name:
+            problem = f"':' in a file name: spell it as a directory level ({entry.name.replace(':', '/')})"
+        problem = problem or event_name_problem(namespace + base)
+        if problem:
+            skipped.append(Skipped(entry.path, "name", problem))
+        elif is_dir and base == entry.name:
+            _scan(entry.path, f"{namespace}{base}:", sources, skipped)
+        else:
+            sources.setdefault(namespace + base, []).append(entry.path)

@@ -12,6 +12,7 @@ __all__ = [
     "FieldSpec",
     "event_name_for_class",
     "event_name_problem",
+    "event_path",
 ]
 
 # Long enough for a hook that waits for CI, like Kamal's sample pre-deploy (72 polls x 10 s = 12 min).
@@ -22,7 +23,8 @@ DEFAULT_GRACE = 5.0
 FAILURE_MODES = ("abort", "continue")
 STDIN_MODES = ("null", "inherit")
 
-_EVENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:@+-]*\Z")
+# Segments separated by ':' (whoosh's `deploy:updated`); on disk each ':' is a directory level.
+_EVENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]*(:[A-Za-z0-9_][A-Za-z0-9_.@+-]*)*\Z")
 
 
 def event_name_problem(name: str) -> str | None:
@@ -34,9 +36,19 @@ def event_name_problem(name: str) -> str | None:
     if not _EVENT_NAME.match(name):
         return (
             f"event name {name!r} must start with a letter, digit or '_' and contain only "
-            "letters, digits and _ . : @ + - (it names a hooks directory)"
+            "letters, digits and _ . : @ + - (it names a hooks directory); each ':' must be followed "
+            "by a letter, digit or '_'"
         )
     return None
+
+
+def event_path(name: str) -> str:
+    """Where an event's hooks live under a layer: `deploy:updated` -> `deploy/updated` (+ `.d`).
+
+    A ':' cannot be part of a file name on Windows or in a Git checkout made there, so it is spelled as a
+    directory level: `hooks/deploy/updated.d/10-migrate`.
+    """
+    return name.replace(":", "/")
 
 
 def event_name_for_class(class_name: str) -> str:

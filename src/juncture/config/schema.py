@@ -16,6 +16,7 @@ from ..events import (
     FieldSpec,
     event_name_problem,
 )
+from .values import mapping, scalar, seconds, string
 from .yamlfile import Located
 
 __all__ = ["DEFAULT_HOOKS_PATH", "Config", "parse_config"]
@@ -53,15 +54,15 @@ class Config:
 
 def parse_config(doc: Located, root: str) -> Config:
     data = doc.data if doc.data is not None else {}
-    _mapping(doc, data, (), _TOP_KEYS)
-    app = _string(doc, data.get("app", os.path.basename(root)), ("app",))
-    prefix = _string(doc, data.get("env_prefix", DEFAULT_ENV_PREFIX), ("env_prefix",))
+    mapping(doc, data, (), _TOP_KEYS)
+    app = string(doc, data.get("app", os.path.basename(root)), ("app",))
+    prefix = string(doc, data.get("env_prefix", DEFAULT_ENV_PREFIX), ("env_prefix",))
     if not _PREFIX.match(prefix):
         raise doc.error(
             ("env_prefix",), "expected upper-case letters, digits and _ (like JUNCTURE_ or KAMAL_)"
         )
-    timeout = _seconds(doc, data.get("timeout", DEFAULT_TIMEOUT), ("timeout",))
-    grace = _seconds(doc, data.get("grace", DEFAULT_GRACE), ("grace",), zero_ok=True)
+    timeout = seconds(doc, data.get("timeout", DEFAULT_TIMEOUT), ("timeout",))
+    grace = seconds(doc, data.get("grace", DEFAULT_GRACE), ("grace",), zero_ok=True)
 
     raw_layers = data.get("hooks_path", DEFAULT_HOOKS_PATH)
     if isinstance(raw_layers, str):
@@ -69,7 +70,7 @@ def parse_config(doc: Located, root: str) -> Config:
     if not isinstance(raw_layers, list) or not raw_layers:
         raise doc.error(("hooks_path",), "expected a path or a non-empty list of paths (layers, base first)")
     layers = tuple(
-        os.path.normpath(os.path.join(root, _string(doc, item, ("hooks_path", str(i)))))
+        os.path.normpath(os.path.join(root, string(doc, item, ("hooks_path", str(i)))))
         for i, item in enumerate(raw_layers)
     )
     configured = "hooks_path" in data
@@ -81,7 +82,7 @@ def parse_config(doc: Located, root: str) -> Config:
             raise doc.error(key, f"hooks directory {layer} {what}")
 
     raw_events = data.get("events") or {}
-    _mapping(doc, raw_events, ("events",), None)
+    mapping(doc, raw_events, ("events",), None)
     events = {
         name: _event(doc, name, body, timeout, grace)
         for name, body in raw_events.items()
@@ -100,7 +101,7 @@ def _named(doc: Located, name: Any) -> bool:
 def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> EventSpec:
     path = ("events", name)
     body = body if body is not None else {}
-    _mapping(doc, body, path, _EVENT_KEYS)
+    mapping(doc, body, path, _EVENT_KEYS)
     revision = body.get("revision", 1)
     if type(revision) is not int or revision < 1:
         raise doc.error((*path, "revision"), "expected a whole number >= 1")
@@ -122,13 +123,13 @@ def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> 
         name=name,
         revision=revision,
         failure=failure,
-        timeout=_seconds(doc, body.get("timeout", timeout), (*path, "timeout")),
-        grace=_seconds(doc, body.get("grace", grace), (*path, "grace"), zero_ok=True),
+        timeout=seconds(doc, body.get("timeout", timeout), (*path, "timeout")),
+        grace=seconds(doc, body.get("grace", grace), (*path, "grace"), zero_ok=True),
         audience=tuple(audience),
         parallel=parallel,
         stdin=stdin,
         fields=_fields(doc, body["fields"], (*path, "fields")) if "fields" in body else None,
-        description=_string(doc, body.get("description", ""), (*path, "description")),
+        description=string(doc, body.get("description", ""), (*path, "description")),
         source=f"{os.path.basename(doc.file)}:{doc.line(path)}",
     )
 
@@ -137,15 +138,15 @@ def _fields(doc: Located, raw: Any, path: tuple[str, ...]) -> tuple[FieldSpec, .
     if raw is None:
         return ()
     if isinstance(raw, list):
-        raw = {_string(doc, item, (*path, str(i))): None for i, item in enumerate(raw)}
-    _mapping(doc, raw, path, None)
+        raw = {string(doc, item, (*path, str(i))): None for i, item in enumerate(raw)}
+    mapping(doc, raw, path, None)
     fields = []
     for name, body in raw.items():
         sub = (*path, str(name))
         if not _FIELD.match(str(name)):
             raise doc.error(sub, "a field name is letters, digits and _ (it becomes an environment variable)")
         body = body if body is not None else {}
-        _mapping(doc, body, sub, _FIELD_KEYS)
+        mapping(doc, body, sub, _FIELD_KEYS)
         required = body.get("required", False)
         if not isinstance(required, bool):
             raise doc.error((*sub, "required"), "expected true or false")
@@ -154,53 +155,8 @@ def _fields(doc: Located, raw: Any, path: tuple[str, ...]) -> tuple[FieldSpec, .
             FieldSpec(
                 name=str(name),
                 required=required,
-                default=None if default is None else _scalar(doc, default, (*sub, "default")),
-                description=_string(doc, body.get("description", ""), (*sub, "description")),
+                default=None if default is None else scalar(doc, default, (*sub, "default")),
+                description=string(doc, body.get("description", ""), (*sub, "description")),
             )
         )
     return tuple(fields)
-
-
-def _mapping(doc: Located, value: Any, path: tuple[str, ...], allowed: tuple[str, ...] | None) -> None:
-    if not isinstance(value, dict):
-        raise doc.error(path, f"expected a mapping, got {_kind(value)}")
-    if allowed is None:
-        return
-    for key in value:
-        if key not in allowed:
-            import difflib
-
-            near = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else f" (valid keys: {', '.join(allowed)})"
-            raise doc.error((*path, str(key)), f"unknown key{hint}")
-
-
-def _string(doc: Located, value: Any, path: tuple[str, ...]) -> str:
-    if not isinstance(value, str):
-        raise doc.error(path, f"expected a string, got {_kind(value)}")
-    return value
-
-
-def _scalar(doc: Located, value: Any, path: tuple[str, ...]) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str | int | float):
-        return str(value)
-    raise doc.error(path, f"expected a string or number, got {_kind(value)}")
-
-
-def _seconds(doc: Located, value: Any, path: tuple[str, ...], zero_ok: bool = False) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or value < 0
-        or (value == 0 and not zero_ok)
-    ):
-        raise doc.error(path, "expected a number of seconds" + (" >= 0" if zero_ok else " > 0"))
-    return float(value)
-
-
-def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "nothing"}.get(
-        type(value), type(value).__name__
-    )
