@@ -304,13 +304,24 @@ def test_discover_all_does_not_treat_hidden_drop_in_dir_as_event(tmp_path: Path)
 
 def test_discover_all_finds_flat_file_of_event_with_colon_in_name(tmp_path: Path) -> None:
     base = tmp_path / "hooks"
-    flat = make(base / "deploy:updated")
+    flat = make(base / "deploy" / "updated")
     assert [hook.path for hook in discover(layers(base), "deploy:updated")[0]] == [str(flat)]
 
     found = discover_all(layers(base))
 
     assert [hook.path for hook in found.hooks.get("deploy:updated", ())] == [str(flat)]
     assert found.skipped == ()
+
+
+def test_literal_colon_file_name_is_skipped_with_the_directory_spelling(tmp_path: Path) -> None:
+    base = tmp_path / "hooks"
+    literal = make(base / "deploy:updated")
+
+    found = discover_all(layers(base))
+
+    assert "deploy:updated" not in found.hooks
+    assert [(s.path, s.code) for s in found.skipped] == [(str(literal), "name")]
+    assert "deploy/updated" in found.skipped[0].reason
 
 
 def test_fire_runs_flat_file_then_drop_ins_across_layers(project: ProjectDir) -> None:
