@@ -9,11 +9,13 @@ name: a same-named file in a later layer replaces the earlier one, and a symlink
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import stat
 from dataclasses import dataclass
 
+from .command import Command
 from .events import event_name_problem, event_path
 
 __all__ = ["Discovery", "Hook", "Skipped", "discover", "discover_all", "name_problem"]
@@ -43,9 +45,12 @@ class Hook:
     layer: int  # index into the layers, base = 0
     flat: bool
     replaces: tuple[str, ...] = ()  # paths of same-named files in earlier layers
+    command: Command | None = None  # a config task's command (`path` is then where it was configured)
 
     @property
     def label(self) -> str:
+        if self.command is not None:
+            return f"task {self.name}"
         return self.event if self.flat else f"{self.event}/{self.name}"
 
 
@@ -149,7 +154,7 @@ def _winner(candidates: list[tuple[str, Hook | None]], skipped: list[Skipped]) -
                     Skipped(path, "overridden", f"replaced by {last_path}, which does not run", loser.event)
                 )
         return None
-    return Hook(hook.event, hook.name, hook.path, hook.layer, hook.flat, earlier) if earlier else hook
+    return dataclasses.replace(hook, replaces=earlier) if earlier else hook
 
 
 def _consider(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from .discovery import Hook
-from .outcome import HookResult, RunResult
+from .outcome import FAILED, HookResult, RunResult
 from .plan import Plan
 from .runners.local import LocalProcess
 
@@ -51,6 +51,7 @@ class _Job:
         self.partial = b""
         self.tail = bytearray()
         self.log_fd = -1
+        self.script: str | None = None  # an inline script's private file, removed when the hook ends
 
 
 class _Runner:
@@ -66,27 +67,47 @@ class _Runner:
         self.stop_starting = False
         self.interrupts = 0
         self.devnull = -1
+        self.failed_scopes: set[int] = set()  # task invocations that failed (see Command.scope)
 
     # -- starting and finishing hooks --------------------------------------------------------------
 
     def start(self, hook: Hook, index: int) -> None:
         event = self.plan.event
-        result = HookResult(hook=hook, index=index, timeout=event.timeout)
+        command = hook.command
+        timeout = command.timeout if command is not None and command.timeout else event.timeout
+        result = HookResult(hook=hook, index=index, timeout=timeout)
         self.result.hooks.append(result)
+        if command is not None and any(scope in self.failed_scopes for scope, _ in command.scope):
+            result.status = "skipped"
+            self.reporter.hook_finished(result)
+            return
         self.reporter.hook_started(result)
         now = time.monotonic()
+        script = None
         try:
-            process = LocalProcess(
-                [hook.path], self.env, self.cwd, None if event.stdin == "inherit" else self.devnull
-            )
+            argv, env, cwd = [hook.path], self.env, self.cwd
+            if command is not None:
+                argv = list(command.argv)
+                env = {**env, **dict(command.env)} if command.env else env
+                if command.cwd is not None:
+                    cwd = command.cwd
+                    if not os.path.isdir(cwd):
+                        raise FileNotFoundError(errno.ENOENT, f"directory {cwd} does not exist")
+                if command.script is not None:
+                    script = _write_script(command.script, command.suffix)
+                    argv.append(script)
+            process = LocalProcess(argv, env, cwd, None if event.stdin == "inherit" else self.devnull)
         except OSError as exc:
+            if script is not None:
+                os.unlink(script)
             result.status = "error"
             result.error = exc.strerror or str(exc)
             if exc.errno == errno.ENOEXEC:
                 result.error += " (no #! line?)"
             self.finished(result)
             return
-        job = _Job(result, process, now, event.timeout)
+        job = _Job(result, process, now, timeout)
+        job.script = script
         self.running.append(job)
         self.by_fd[process.out_fd] = job
         self.by_fd[process.exit_fd] = job
@@ -102,11 +123,20 @@ class _Runner:
         result.tail = bytes(job.tail)
         if job.log_fd >= 0:
             os.close(job.log_fd)
+        if job.script is not None:
+            os.unlink(job.script)
         self.running.remove(job)
         self.finished(result)
 
     def finished(self, result: HookResult) -> None:
-        if result.status not in ("ok", "interrupted") and self.plan.event.failure == "abort":
+        if result.status in FAILED and result.hook.command is not None:
+            # The failed task and the tasks around it fail, up to the first continue_on_error one.
+            for scope, tolerant in reversed(result.hook.command.scope):
+                self.failed_scopes.add(scope)
+                if tolerant:
+                    result.tolerated = True
+                    break
+        if result.status in FAILED and not result.tolerated and self.plan.event.failure == "abort":
             self.stop_starting = True
             if self.result.aborted_by is None:
                 self.result.aborted_by = result
@@ -122,6 +152,14 @@ class _Runner:
         self.poller.unregister(fd)
         del self.by_fd[fd]
         job.process.close_output()
+
+    def may_start(self, hook: Hook) -> bool:
+        """Up to `parallel` hooks at once; a task's commands run alone, in order (they depend on each other)."""
+        if not self.running:
+            return True
+        if hook.command is not None or any(job.result.hook.command is not None for job in self.running):
+            return False
+        return len(self.running) < self.plan.event.parallel
 
     # -- events from the poll loop ----------------------------------------------------------------
 
@@ -245,7 +283,7 @@ class _Runner:
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             while True:
-                while pending and not self.stop_starting and len(self.running) < plan.event.parallel:
+                while pending and not self.stop_starting and self.may_start(pending[0][1]):
                     index, hook = pending.popleft()
                     self.start(hook, index)
                 if not self.running:
@@ -280,6 +318,15 @@ def _is_current_dir(path: str) -> bool:
         return os.path.samefile(path, os.curdir)
     except OSError:
         return False
+
+
+def _write_script(text: str, suffix: str) -> str:
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="juncture-", suffix=suffix)  # 0600, private
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    return path
 
 
 def _drain(fd: int) -> None:

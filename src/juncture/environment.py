@@ -110,6 +110,7 @@ def contract(
         "HOSTS": "localhost",
         "HOST": "localhost",
         "ROLES": "",
+        "PHASE": "",
         "DRY_RUN": "true" if dry_run else "false",
     }
     values.update(context)

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from .discovery import Hook
 from .plan import Plan
 
-__all__ = ["HookResult", "RunResult", "describe"]
+__all__ = ["FAILED", "HookResult", "RunResult", "describe", "what"]
+
+FAILED = ("failed", "timeout", "error")  # the statuses of a hook that did not do its job
 
 
 @dataclass
@@ -16,7 +18,9 @@ class HookResult:
     hook: Hook
     index: int
     # ok | failed (non-zero exit or killed by a signal) | timeout | error (could not start) | interrupted
+    # | skipped (a task whose earlier command or task hook failed)
     status: str = "running"
+    tolerated: bool = False  # failed inside a continue_on_error task: the event goes on
     exit_code: int | None = None
     signal: int | None = None
     duration: float = 0.0
@@ -46,7 +50,7 @@ class RunResult:
 
     @property
     def failures(self) -> list[HookResult]:
-        return [r for r in self.hooks if r.status in ("failed", "timeout", "error")]
+        return [r for r in self.hooks if r.status in FAILED]
 
     def message(self) -> str:
         """The one line that explains a non-zero exit."""
@@ -55,8 +59,13 @@ class RunResult:
             which = ", ".join(r.hook.path for r in self.interrupted) or "no hook was running"
             return f"event {event} interrupted: {which}"
         if self.aborted_by is not None:
-            return f"event {event} aborted: hook {self.aborted_by.hook.path} {describe(self.aborted_by)}"
+            return f"event {event} aborted: {what(self.aborted_by.hook)} {describe(self.aborted_by)}"
         return ""
+
+
+def what(hook: Hook) -> str:
+    """`hook PATH` for a file, `task NAME (juncture.yaml:LINE)` for a config task."""
+    return f"hook {hook.path}" if hook.command is None else f"{hook.label} ({hook.path})"
 
 
 def describe(result: HookResult) -> str:
@@ -66,6 +75,8 @@ def describe(result: HookResult) -> str:
         return f"could not start: {result.error}"
     if result.status == "interrupted":
         return "was interrupted"
+    if result.status == "skipped":
+        return "skipped (its task failed)"
     if result.signal is not None:
         try:
             name = signal.Signals(result.signal).name

@@ -9,8 +9,12 @@ from .discovery import Hook, discover
 from .environment import Identity, contract, git_commit, new_run_id, resolve_context
 from .events import EventSpec
 from .project import Project
+from .tasks import expand
 
-__all__ = ["Plan", "make_plan"]
+__all__ = ["Plan", "event_hooks", "make_plan", "template_context"]
+
+# Contract values that templates see, under their lower-case names.
+_TEMPLATE_KEYS = ("APP", "VERSION", "STAGE", "PHASE", "DEPLOY_TO", "RELEASE", "RELEASE_PATH", "CURRENT_PATH")
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,32 @@ class Plan:
     env: dict[str, str]  # the contract; the local target adds it to the caller's environment
     hooks: tuple[Hook, ...]
     log_dir: str
+
+
+def template_context(values: dict[str, str], variables: dict[str, str]) -> dict[str, str]:
+    """What `{{ ... }}` in a task can name: the stage's variables and the facts of this point."""
+    return {**variables, **{key.lower(): values[key] for key in _TEMPLATE_KEYS if key in values}}
+
+
+def event_hooks(
+    project: Project,
+    event: str,
+    templates: dict[str, str],
+    *,
+    part: str = "all",
+    default_dir: str | None = None,
+) -> tuple[Hook, ...]:
+    """The hooks of `event` in run order: `hooks.before` tasks, directory hooks, `hooks.after` tasks,
+    `on:` tasks. `part` is before (only the first), after (the rest) or all."""
+    deploy = project.config.deploy
+    hooks: list[Hook] = []
+    if part != "after":
+        hooks += expand(deploy, project.root, event, deploy.before.get(event, ()), templates, default_dir)
+    if part != "before":
+        hooks += discover(project.config.layers, event)[0]
+        after = (*deploy.after.get(event, ()), *deploy.on(event))
+        hooks += expand(deploy, project.root, event, after, templates, default_dir)
+    return tuple(hooks)
 
 
 def make_plan(
@@ -39,6 +69,7 @@ def make_plan(
     run_id = new_run_id(who.started)
     config = project.config
     version = resolved.get("VERSION") or git_commit(project.root)
+    values = {"APP": config.app, "VERSION": version, "PHASE": "", **resolved}
     env = contract(
         config.env_prefix,
         spec,
@@ -50,13 +81,12 @@ def make_plan(
         dry_run=dry_run,
         context=resolved,
     )
-    hooks, _ = discover(config.layers, spec.name)
     return Plan(
         run_id=run_id,
         event=spec,
         verb=verb,
         cwd=project.root,
         env=env,
-        hooks=hooks,
+        hooks=event_hooks(project, spec.name, template_context(values, {})),
         log_dir=os.path.join(project.state_dir, "logs", run_id),
     )

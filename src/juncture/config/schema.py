@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..catalogue import BUILT_IN
 from ..events import (
     DEFAULT_GRACE,
     DEFAULT_TIMEOUT,
@@ -16,6 +17,7 @@ from ..events import (
     FieldSpec,
     event_name_problem,
 )
+from .deploy import DEPLOY_KEYS, DeployConfig, parse_deploy
 from .values import mapping, scalar, seconds, string
 from .yamlfile import Located
 
@@ -24,7 +26,7 @@ __all__ = ["DEFAULT_HOOKS_PATH", "Config", "parse_config"]
 DEFAULT_HOOKS_PATH = ".juncture/hooks"
 DEFAULT_ENV_PREFIX = "JUNCTURE_"
 
-_TOP_KEYS = ("app", "env_prefix", "hooks_path", "timeout", "grace", "events")
+_TOP_KEYS = ("app", "env_prefix", "hooks_path", "timeout", "grace", "events", *DEPLOY_KEYS)
 _EVENT_KEYS = (
     "description",
     "revision",
@@ -50,6 +52,7 @@ class Config:
     env_prefix: str
     layers: tuple[str, ...]  # absolute paths, base first
     events: dict[str, EventSpec]
+    deploy: DeployConfig
 
 
 def parse_config(doc: Located, root: str) -> Config:
@@ -88,7 +91,8 @@ def parse_config(doc: Located, root: str) -> Config:
         for name, body in raw_events.items()
         if _named(doc, name)
     }
-    return Config(doc.file, root, app, prefix, layers, events)
+    deploy = parse_deploy(doc, data, root, lambda name: name in events or name in BUILT_IN)
+    return Config(doc.file, root, app, prefix, layers, events, deploy)
 
 
 def _named(doc: Located, name: Any) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -11,9 +12,23 @@ from ..errors import ConfigError
 __all__ = ["Located", "load_yaml"]
 
 try:  # libyaml is much faster; fall back where PyYAML was built without it
-    from yaml import CSafeLoader as _Loader
+    from yaml import CSafeLoader as _Base
 except ImportError:  # pragma: no cover
-    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+    from yaml import SafeLoader as _Base  # type: ignore[assignment]
+
+_BOOL = "tag:yaml.org,2002:bool"
+
+
+class _Loader(_Base):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads `on`, `yes`, `no`, `off` as booleans,
+    which would turn a task's `on:` key into True (the Norway problem)."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _BOOL]
+    for first, resolvers in _Base.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
 
 
 class Located:

@@ -61,6 +61,7 @@ class JsonReporter:
                 "hook": result.hook.label,
                 "path": result.hook.path,
                 "status": result.status,
+                "tolerated": result.tolerated,
                 "exit_code": result.exit_code,
                 "signal": result.signal,
                 "duration": round(result.duration, 6),

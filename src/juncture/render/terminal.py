@@ -6,7 +6,7 @@ import os
 import sys
 from typing import BinaryIO
 
-from ..outcome import HookResult, RunResult, describe
+from ..outcome import FAILED, HookResult, RunResult, describe
 from ..plan import Plan
 
 __all__ = ["TerminalReporter", "format_duration"]
@@ -51,11 +51,16 @@ class TerminalReporter:
         self.out.flush()
 
     def hook_finished(self, result: HookResult) -> None:
-        failed = result.status not in ("ok", "interrupted")
+        failed = result.status in FAILED
         if self.mode == "quiet" and not failed:
+            return
+        if result.status == "skipped":
+            self.write(f"- {result.hook.label}  {describe(result)}\n")
             return
         mark = self.ok if result.ok else self.bad
         detail = "" if result.ok else f"  {describe(result)}"
+        if result.tolerated:
+            detail += " (continue_on_error)"
         self.write(f"{mark} {result.hook.label}{detail}  {format_duration(result.duration)}\n")
         if failed and self.mode != "verbose":
             self.write_output(result)
@@ -76,9 +81,12 @@ class TerminalReporter:
         counts = [f"{sum(r.ok for r in result.hooks)} ok"]
         if result.failures:
             counts.append(f"{len(result.failures)} failed")
+        skipped = sum(r.status == "skipped" for r in result.hooks)
+        if skipped:
+            counts.append(f"{skipped} skipped")
         if not_started:
             counts.append(f"{not_started} not started")
-        policy = f" ({plan.event.failure})" if result.failures else ""
+        policy = f" ({plan.event.failure})" if any(not r.tolerated for r in result.failures) else ""
         self.write(
             f"event {plan.event.name}: {', '.join(counts)}{policy} in {format_duration(result.duration)}\n"
         )

@@ -34,7 +34,8 @@ class LocalProcess:
                 actions = [(os.POSIX_SPAWN_DUP2, write_end, 1), (os.POSIX_SPAWN_DUP2, write_end, 2)]
                 if stdin is not None:
                     actions.insert(0, (os.POSIX_SPAWN_DUP2, stdin, 0))
-                self.pid = os.posix_spawn(
+                spawn = os.posix_spawn if "/" in argv[0] else os.posix_spawnp
+                self.pid = spawn(
                     argv[0], argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS
                 )
             else:
