@@ -167,7 +167,8 @@ def make_project(root: str, deploy_to: str) -> tuple[str, str, int]:
     source = os.path.join(project, "src")
     size = make_source(source)
     with open(os.path.join(project, "juncture.yaml"), "w", encoding="utf-8") as handle:
-        handle.write(CONFIG.format(keep=KEEP_RELEASES, stage=STAGE, deploy_to=deploy_to))
+        # A JSON string is a YAML string: quoted, whatever the temporary path holds.
+        handle.write(CONFIG.format(keep=KEEP_RELEASES, stage=STAGE, deploy_to=json.dumps(deploy_to)))
     return project, source, size
 
 
@@ -351,9 +352,15 @@ def filesystem_of(path: str) -> str | None:
     return kind
 
 
-def environment_notes() -> list[str]:
+def environment_notes(fs: str | None) -> list[str]:
     """Facts about this machine that move the figures, printed with them."""
     notes = []
+    if fs != "tmpfs":
+        notes.append(
+            f"the temp dir is on {fs or 'an unknown filesystem'}: both deploys write through it, and on a "
+            "slow or throttled disk the copy dominates (and evens out) both figures; "
+            "TMPDIR=/dev/shm measures without the disk"
+        )
     busy = cpu_busy()
     if busy is not None and busy > 0.2:
         notes.append(
@@ -434,7 +441,7 @@ def measure(juncture: str, sh: str, python: str, root: str, quick: bool, json_fi
         f"{', --quick' if quick else ''}"
     )
     print(f"temp dir:  {root} ({fs or 'filesystem unknown'})")
-    notes = environment_notes()
+    notes = environment_notes(fs)
     for note in notes:
         print(f"note:      {note}")
 

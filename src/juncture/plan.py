@@ -14,7 +14,17 @@ from .tasks import expand
 __all__ = ["Plan", "event_hooks", "make_plan", "template_context"]
 
 # Contract values that templates see, under their lower-case names.
-_TEMPLATE_KEYS = ("APP", "VERSION", "STAGE", "PHASE", "DEPLOY_TO", "RELEASE", "RELEASE_PATH", "CURRENT_PATH")
+_TEMPLATE_KEYS = (
+    "APP",
+    "VERSION",
+    "STAGE",
+    "PHASE",
+    "DEPLOY_TO",
+    "RELEASE",
+    "RELEASE_PATH",
+    "CURRENT_PATH",
+    "ERROR",
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +39,9 @@ class Plan:
 
 
 def template_context(values: dict[str, str], variables: dict[str, str]) -> dict[str, str]:
-    """What `{{ ... }}` in a task can name: the stage's variables and the facts of this point."""
-    return {**variables, **{key.lower(): values[key] for key in _TEMPLATE_KEYS if key in values}}
+    """What `{{ ... }}` in a task can name: the stage's variables and the facts of this point.
+    `error` is empty except in deploy:failed hooks, so one template can serve every phase."""
+    return {**variables, "error": "", **{key.lower(): values[key] for key in _TEMPLATE_KEYS if key in values}}
 
 
 def event_hooks(

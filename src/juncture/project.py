@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
@@ -32,7 +33,10 @@ class Project:
             return declared
         if override is not None:
             return override
-        return BUILT_IN.get(name) or EventSpec(name=name)
+        config = self.config
+        return dataclasses.replace(
+            BUILT_IN.get(name) or EventSpec(name=name), timeout=config.timeout, grace=config.grace
+        )
 
     def known(self, name: str) -> bool:
         return name in self.config.events or name in BUILT_IN

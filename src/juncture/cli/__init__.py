@@ -17,7 +17,17 @@ from ..errors import JunctureError, UsageError
 __all__ = ["main"]
 
 # command -> module with its `run(args)`, imported only when that command runs
-_COMMANDS = {"init": "init", "fire": "fire", "list": "listing", "check": "check"}
+_COMMANDS = {
+    "init": "init",
+    "fire": "fire",
+    "list": "listing",
+    "check": "check",
+    "deploy": "deploy",
+    "rollback": "deploy",
+    "run": "task",
+    "releases": "releases",
+    "lock": "lock",
+}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,6 +60,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="diagnose hooks and configuration before anything runs")
     check.add_argument("--json", action="store_true", help="findings as one JSON document")
+
+    deploy = sub.add_parser("deploy", help="deploy a new release to a stage, with hooks at every phase")
+    rollback = sub.add_parser("rollback", help="point a stage's `current` back at an earlier release")
+    for verb in (deploy, rollback):
+        verb.add_argument("stage")
+        verb.add_argument("--skip-hooks", action="store_true", help="run the built-in steps only")
+        verb.add_argument(
+            "--dry-run", action="store_true", help="print the phases and their hooks; run nothing"
+        )
+        verb.add_argument(
+            "--lock-wait",
+            type=float,
+            default=0.0,
+            metavar="SECONDS",
+            help="wait this long for the deploy lock",
+        )
+        quiet = verb.add_mutually_exclusive_group()
+        quiet.add_argument("-v", "--verbose", action="store_true", help="stream every hook's output live")
+        quiet.add_argument("-q", "--quiet", action="store_true", help="print failures and the result only")
+    deploy.add_argument("--version", help="the version being deployed (default: the git commit)")
+    rollback.add_argument("--to", metavar="RELEASE", help="the release to go back to (default: the previous)")
+    rollback.add_argument("--cleanup", action="store_true", help="delete the release rolled back from")
+
+    task = sub.add_parser("run", help="run a task on its own, with its task hooks")
+    task.add_argument("stage")
+    task.add_argument("task")
+    task.add_argument("-v", "--verbose", action="store_true", help="stream every output line live")
+
+    releases = sub.add_parser("releases", help="list a stage's releases and which one is current")
+    releases.add_argument("stage")
+
+    locking = sub.add_parser("lock", help="show or force-release a stage's deploy lock")
+    locking.add_argument("action", choices=["status", "release"])
+    locking.add_argument("stage")
     return parser
 
 

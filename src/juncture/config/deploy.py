@@ -42,7 +42,17 @@ _TASK_KEYS = (
 _REPLACEABLE = (ROLLBACK,)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # Names every template gets; a stage variable may not shadow them.
-TEMPLATE_NAMES = ("deploy_to", "release_path", "current_path", "release", "stage", "app", "version", "phase")
+TEMPLATE_NAMES = (
+    "deploy_to",
+    "release_path",
+    "current_path",
+    "release",
+    "stage",
+    "app",
+    "version",
+    "phase",
+    "error",
+)
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ class Config:
     layers: tuple[str, ...]  # absolute paths, base first
     events: dict[str, EventSpec]
     deploy: DeployConfig
+    timeout: float = DEFAULT_TIMEOUT  # for events juncture.yaml does not declare
+    grace: float = DEFAULT_GRACE
 
 
 def parse_config(doc: Located, root: str) -> Config:
@@ -92,7 +94,7 @@ def parse_config(doc: Located, root: str) -> Config:
         if _named(doc, name)
     }
     deploy = parse_deploy(doc, data, root, lambda name: name in events or name in BUILT_IN)
-    return Config(doc.file, root, app, prefix, layers, events, deploy)
+    return Config(doc.file, root, app, prefix, layers, events, deploy, timeout, grace)
 
 
 def _named(doc: Located, name: Any) -> bool:

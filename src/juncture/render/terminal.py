@@ -17,10 +17,15 @@ def format_duration(seconds: float) -> str:
 
 
 class TerminalReporter:
-    """`mode` is normal, verbose (stream every line live) or quiet (failures only)."""
+    """`mode` is normal, verbose (stream every line live) or quiet (failures only). Within a pipeline,
+    hook lines are indented under their phase and the per-event summary line is left out."""
 
-    def __init__(self, mode: str = "normal", stream: BinaryIO | None = None) -> None:
+    def __init__(
+        self, mode: str = "normal", stream: BinaryIO | None = None, indent: str = "", summary: bool = True
+    ) -> None:
         self.mode = mode
+        self.indent = indent
+        self.summary = summary
         self.out = stream or sys.stdout.buffer
         self.wants_lines = mode == "verbose"
         color = self.out.isatty() and not os.environ.get("NO_COLOR")
@@ -43,10 +48,10 @@ class TerminalReporter:
 
     def hook_started(self, result: HookResult) -> None:
         if self.mode == "verbose":
-            self.write(f"→ {result.hook.label}\n")
+            self.write(f"{self.indent}→ {result.hook.label}\n")
 
     def hook_output(self, result: HookResult, lines: list[bytes]) -> None:
-        prefix = b"[" + result.hook.name.encode() + b"] "
+        prefix = self.indent.encode() + b"[" + result.hook.name.encode() + b"] "
         self.out.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
         self.out.flush()
 
@@ -55,28 +60,30 @@ class TerminalReporter:
         if self.mode == "quiet" and not failed:
             return
         if result.status == "skipped":
-            self.write(f"- {result.hook.label}  {describe(result)}\n")
+            self.write(f"{self.indent}- {result.hook.label}  {describe(result)}\n")
             return
         mark = self.ok if result.ok else self.bad
         detail = "" if result.ok else f"  {describe(result)}"
         if result.tolerated:
             detail += " (continue_on_error)"
-        self.write(f"{mark} {result.hook.label}{detail}  {format_duration(result.duration)}\n")
+        self.write(f"{self.indent}{mark} {result.hook.label}{detail}  {format_duration(result.duration)}\n")
         if failed and self.mode != "verbose":
             self.write_output(result)
 
     def write_output(self, result: HookResult) -> None:
         earlier = result.output_bytes - len(result.tail)
         if earlier > 0:
-            self.write(f"    … {earlier} earlier bytes not shown; full output: {result.log_path}\n")
+            self.write(
+                f"{self.indent}    … {earlier} earlier bytes not shown; full output: {result.log_path}\n"
+            )
         text = result.tail.decode("utf-8", "replace")
         for line in text.splitlines():
-            self.write(f"    {line}\n")
+            self.write(f"{self.indent}    {line}\n")
 
     def run_finished(self, result: RunResult) -> None:
         plan = result.plan
         not_started = len(plan.hooks) - len(result.hooks)
-        if self.mode == "quiet" or not plan.hooks:
+        if self.mode == "quiet" or not plan.hooks or not self.summary:
             return
         counts = [f"{sum(r.ok for r in result.hooks)} ok"]
         if result.failures:

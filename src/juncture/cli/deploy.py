@@ -1,0 +1,82 @@
+"""`juncture deploy STAGE` and `juncture rollback STAGE`: the pipeline on a stage's target."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..environment import identity
+from ..phases import ACTIONS, ROLLBACK
+from ..pipeline import Pipeline, Step, deploy_steps, rollback_release, rollback_steps, stage_of
+from ..render.pipeline import PipelineOutput
+from ..target import LocalTarget
+from .common import project_from, relative
+
+
+def run(args: argparse.Namespace) -> int:
+    project = project_from(args)
+    stage = stage_of(project, args.stage)
+    mode = "verbose" if args.verbose else "quiet" if args.quiet else "normal"
+    output = PipelineOutput(mode)
+    config = project.config.deploy
+    if args.command == "deploy":
+        steps = deploy_steps(config.phases)
+        pipeline = Pipeline(
+            project,
+            stage,
+            "deploy",
+            identity(),
+            output,
+            version=args.version,
+            skip_hooks=args.skip_hooks,
+            dry_run=args.dry_run,
+            lock_wait=args.lock_wait,
+        )
+    else:
+        replaced = any(task.replace == ROLLBACK for task in config.tasks.values())
+        target = LocalTarget(stage.deploy_to)
+        release = "" if replaced and args.to is None else rollback_release(target, args.to)
+        steps = rollback_steps()
+        pipeline = Pipeline(
+            project,
+            stage,
+            "rollback",
+            identity(),
+            output,
+            release=release,
+            version=_version_of(target, release),
+            skip_hooks=args.skip_hooks,
+            dry_run=args.dry_run,
+            lock_wait=args.lock_wait,
+        )
+    if args.dry_run:
+        _print_steps(pipeline, steps)
+        return 0
+    os.chdir(project.root)  # hooks run in the project, as `fire` runs them
+    return pipeline.run(steps, cleanup=getattr(args, "cleanup", False))
+
+
+def _version_of(target: LocalTarget, release: str) -> str | None:
+    """The version a release was deployed with, from revisions.log."""
+    found = [
+        r.fields.get("version") for r in target.revisions() if r.release == release and r.action == "deployed"
+    ]
+    return found[-1] if found and found[-1] else None
+
+
+_ACTIONS = {**ACTIONS, ROLLBACK: "swap `current` back", "unlock": "release the deploy lock"}
+
+
+def _print_steps(pipeline: Pipeline, steps: tuple[Step, ...]) -> None:
+    root = pipeline.project.root
+    output = pipeline.output
+    output.started(pipeline)
+    for step, plan in pipeline.check_plans(steps):
+        if step.action:
+            print(f"  {step.phase}  [{_ACTIONS[step.action]}]")
+            continue
+        if plan is None:
+            continue
+        print(f"  {step.event}" + ("  (before)" if step.part == "before" else ""))
+        for hook in plan.hooks:
+            print(f"      {hook.label}  {relative(hook.path, root)}")

@@ -1,0 +1,42 @@
+"""`juncture run STAGE TASK`: one task with its deps and task hooks (whoosh's `<stage> <task>`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..engine import run_plan
+from ..environment import identity
+from ..errors import UsageError
+from ..pipeline import Pipeline, stage_of
+from ..plan import template_context
+from ..render.pipeline import PipelineOutput
+from ..render.terminal import TerminalReporter
+from ..tasks import expand
+from .common import project_from
+
+
+def run(args: argparse.Namespace) -> int:
+    project = project_from(args)
+    stage = stage_of(project, args.stage)
+    config = project.config.deploy
+    if args.task not in config.tasks:
+        raise UsageError(f"no task {args.task!r} (tasks: {', '.join(config.tasks) or 'none'})")
+    pipeline = Pipeline(project, stage, "run", identity(), PipelineOutput())
+    values = pipeline.facts("", args.task)
+    hooks = expand(
+        config,
+        project.root,
+        args.task,
+        [args.task],
+        template_context(values, stage.variables),
+        pipeline.default_dir(),
+    )
+    plan = pipeline.plan_for(args.task, values, hooks)
+    os.chdir(project.root)
+    result = run_plan(plan, TerminalReporter("verbose" if args.verbose else "normal"))
+    if result.exit_code:
+        import sys
+
+        sys.stderr.write(f"juncture: {result.message()}\n")
+    return result.exit_code

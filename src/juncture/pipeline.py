@@ -1,0 +1,421 @@
+"""The deploy and rollback pipelines: phases in order, each firing its events through the engine.
+
+`deploy_steps` and `rollback_steps` are pure data (what `--dry-run` prints); `Pipeline` executes them
+against a target. Any failure (a built-in action, a hook, a task, Ctrl-C or SIGTERM) runs the
+`deploy:failed` hooks with the error, removes a release that never went live, and releases the lock,
+so `current` always points at a complete release.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from . import lock
+from .config.deploy import Stage
+from .discovery import Hook
+from .engine import run_plan
+from .environment import Identity, contract, git_commit, new_run_id
+from .errors import UsageError
+from .outcome import RunResult
+from .phases import ACTIONS, AFTER, BEFORE, FAILED, ROLLBACK, ROLLBACK_AFTER, ROLLBACK_BEFORE, RUNTIME_EVENTS
+from .plan import Plan, event_hooks, template_context
+from .project import Project
+from .render.pipeline import PipelineOutput
+from .target import LocalTarget, StepFailed
+from .tasks import expand
+
+__all__ = ["Failure", "Pipeline", "Step", "deploy_steps", "rollback_release", "rollback_steps", "stage_of"]
+
+
+@dataclass(frozen=True)
+class Step:
+    phase: str
+    event: str = ""  # fire this event's hooks (part: before | after | all) ...
+    part: str = "all"
+    action: str = ""  # ... or run this built-in action
+
+
+@dataclass
+class Failure:
+    phase: str
+    message: str
+    hook: str = ""
+    exit_code: str = ""
+    interrupted: bool = False
+
+
+class _HookFailed(Exception):
+    def __init__(self, result: RunResult) -> None:
+        self.result = result
+
+
+def deploy_steps(phases: tuple[str, ...]) -> tuple[Step, ...]:
+    steps: list[Step] = []
+    for phase in phases:
+        steps += [Step(phase, event) for event in BEFORE.get(phase, ())]
+        if phase in ACTIONS:
+            steps += [Step(phase, phase, "before"), Step(phase, action=phase), Step(phase, phase, "after")]
+        else:
+            steps.append(Step(phase, phase))
+        if phase == "deploy:finished":
+            steps.append(Step(phase, action="unlock"))
+        steps += [Step(phase, event) for event in AFTER.get(phase, ())]
+    return tuple(steps)
+
+
+def rollback_steps() -> tuple[Step, ...]:
+    first, *around = ROLLBACK_BEFORE  # pre-connect comes before the lock
+    return (
+        Step(ROLLBACK, first),
+        Step(ROLLBACK, action="deploy:starting"),
+        *(Step(ROLLBACK, event) for event in around),
+        Step(ROLLBACK, ROLLBACK, "before"),
+        Step(ROLLBACK, action=ROLLBACK),
+        Step(ROLLBACK, ROLLBACK, "after"),
+        *(Step(ROLLBACK, event) for event in ROLLBACK_AFTER),
+        Step(ROLLBACK, action="unlock"),
+        Step(ROLLBACK, "post-deploy"),
+    )
+
+
+def stage_of(project: Project, name: str) -> Stage:
+    stages = project.config.deploy.stages
+    if name not in stages:
+        known = ", ".join(stages) or f"none: add stages: to {project.config.file}"
+        raise UsageError(f"no stage {name!r} (stages: {known})")
+    return stages[name]
+
+
+def rollback_release(target: LocalTarget, to: str | None) -> str:
+    """The release a rollback goes to: `--to`, else the newest published release older than current."""
+    current = target.current()
+    releases = target.releases()
+    if to is not None:
+        if to not in releases:
+            raise UsageError(
+                f"no release {to!r} in {target.releases_dir} (releases: {', '.join(releases) or 'none'})"
+            )
+        if to == current:
+            raise UsageError(f"release {to} is already current")
+        return to
+    if current is None:
+        raise UsageError(f"nothing to roll back: {target.current_link} does not exist")
+    published = {r.release for r in target.revisions()}
+    older = [r for r in releases if r < current and (r in published or not published)]
+    if not older:
+        raise UsageError(f"no release before {current} to roll back to (releases: {', '.join(releases)})")
+    return older[-1]
+
+
+class Pipeline:
+    """One deploy or rollback of a stage: the facts hooks see, and the steps' execution."""
+
+    def __init__(
+        self,
+        project: Project,
+        stage: Stage,
+        verb: str,
+        who: Identity,
+        output: PipelineOutput,
+        *,
+        version: str | None = None,
+        release: str | None = None,
+        skip_hooks: bool = False,
+        dry_run: bool = False,
+        lock_wait: float = 0.0,
+    ) -> None:
+        self.project = project
+        self.stage = stage
+        self.verb = verb
+        self.who = who
+        self.output = output
+        self.skip_hooks = skip_hooks
+        self.dry_run = dry_run
+        self.lock_wait = lock_wait
+        self.run_id = new_run_id(who.started)
+        self.started = time.monotonic()
+        self.target = target = LocalTarget(stage.deploy_to)
+        self.previous = target.current() or ""
+        self.release = release or (target.new_release_name() if verb == "deploy" else "")
+        self.version = version or self._version()
+        self.built = False  # the release directory exists (it is removed if the deploy fails)
+        self.published = False
+        self.locked = False
+        self.points = 0
+        self.phase = ""
+
+    def _version(self) -> str:
+        source = self.project.config.deploy.source
+        if source.git is not None:
+            import subprocess
+
+            done = subprocess.run(
+                [
+                    "git",
+                    "-C",
+                    self.project.root,
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    f"{source.git}^{{commit}}",
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise UsageError(
+                    f"source git ref {source.git!r} does not name a commit in {self.project.root}"
+                )
+            return done.stdout.strip()
+        return git_commit(self.project.root) or self.release
+
+    def runtime(self) -> float:
+        return time.monotonic() - self.started
+
+    # -- facts and plans --------------------------------------------------------------------------
+
+    def facts(self, phase: str, event: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+        target = self.target
+        release_path = target.release_path(self.release) if self.release else ""
+        values = {
+            "APP": self.project.config.app,
+            "VERSION": self.version,
+            "STAGE": self.stage.name,
+            "HOSTS": target.host,
+            "HOST": target.host,
+            "PHASE": phase,
+            "DEPLOY_TO": target.deploy_to,
+            "RELEASE": self.release,
+            "RELEASE_PATH": release_path,
+            "CURRENT_PATH": target.current_link,
+            "PREVIOUS_RELEASE": self.previous,
+        }
+        if event in RUNTIME_EVENTS:
+            values["RUNTIME"] = str(round(self.runtime()))
+        return {**values, **(extra or {})}
+
+    def plan(self, step: Step, extra: dict[str, str] | None = None) -> Plan | None:
+        """The engine plan of a `fire` step, or None when nothing is attached there."""
+        if self.skip_hooks:
+            return None
+        values = self.facts(step.phase, step.event, extra)
+        templates = template_context(values, self.stage.variables)
+        hooks = event_hooks(
+            self.project, step.event, templates, part=step.part, default_dir=self.default_dir()
+        )
+        return self.plan_for(step.event, values, hooks) if hooks else None
+
+    def plan_for(self, event: str, values: dict[str, str], hooks: tuple[Hook, ...]) -> Plan:
+        project = self.project
+        spec = project.event(event)
+        env = contract(
+            project.config.env_prefix,
+            spec,
+            verb=self.verb,
+            run_id=self.run_id,
+            who=self.who,
+            app=project.config.app,
+            version=self.version,
+            dry_run=self.dry_run,
+            context=values,
+        )
+        self.points += 1
+        log_dir = os.path.join(
+            project.state_dir, "logs", self.run_id, f"{self.points:02d}-{event.replace(':', '-')}"
+        )
+        return Plan(self.run_id, spec, self.verb, project.root, env, hooks, log_dir)
+
+    def default_dir(self) -> str | None:
+        """Where a task runs without `dir:`: the new release once it exists, else the project."""
+        if self.verb == "deploy":
+            return self.target.release_path(self.release) if self.built else None
+        return self.target.current_link if os.path.isdir(self.target.current_link) else None
+
+    def check_plans(self, steps: tuple[Step, ...]) -> list[tuple[Step, Plan | None]]:
+        """Every step's plan, computed before anything runs: a template error stops the deploy here."""
+        planned = [(step, self.plan(step) if step.event else None) for step in steps]
+        self.plan(Step(FAILED, FAILED), {"ERROR": ""})
+        self.points = 0
+        return planned
+
+    # -- execution --------------------------------------------------------------------------------
+
+    def run(self, steps: tuple[Step, ...], cleanup: bool = False) -> int:
+        self.check_plans(steps)
+        self.cleanup = cleanup
+        self.output.started(self)
+        with _sigterm_interrupts():
+            try:
+                for step in steps:
+                    self.phase = step.phase
+                    if step.action:
+                        self.act(step.action)
+                    else:
+                        self.fire(step)
+            except StepFailed as exc:
+                return self.fail(Failure(self.phase, str(exc)))
+            except lock.LockHeld as exc:
+                return self.fail(Failure(self.phase, str(exc)))
+            except _HookFailed as exc:
+                return self.fail(self._hook_failure(exc.result))
+            except KeyboardInterrupt:
+                return self.fail(Failure(self.phase, f"interrupted during {self.phase}", interrupted=True))
+        self.output.finished(self)
+        return 0
+
+    def fire(self, step: Step) -> None:
+        plan = self.plan(step)
+        if plan is not None:
+            self.output.point(step)
+            self.execute(plan)
+
+    def execute(self, plan: Plan) -> None:
+        result = run_plan(plan, self.output.hooks)
+        if result.status == "interrupted":
+            raise KeyboardInterrupt
+        if result.status == "failed":
+            raise _HookFailed(result)
+
+    def act(self, action: str) -> None:
+        target, config = self.target, self.project.config.deploy
+        began = time.monotonic()
+        if action == "deploy:starting":
+            self._lock()
+            detail = f"lock taken ({lock.LOCK_NAME} in {target.deploy_to})"
+        elif action == "deploy:check":
+            target.ensure_tree(config.shared_dirs, config.shared_files)
+            detail = f"{target.deploy_to} ready"
+        elif action == "deploy:updating":
+            self.built = True
+            files = target.build(self.release, config.source, self.project.root)
+            detail = f"built release {self.release}: {files} files"
+        elif action == "deploy:symlink":
+            target.link_shared(self.release, config.shared_dirs, config.shared_files)
+            detail = f"linked {len(config.shared_dirs) + len(config.shared_files)} shared path(s)"
+        elif action == "deploy:publishing":
+            target.swap(self.release)
+            self.published = True
+            detail = f"current -> releases/{self.release}"
+        elif action == "deploy:finishing":
+            target.record(
+                "deployed", self.release, version=self.version, by=self.who.performer, run=self.run_id
+            )
+            pruned = target.prune(self.stage.keep_releases, {self.release, self.previous})
+            detail = f"revisions.log updated, {len(pruned)} old release(s) removed"
+        elif action == ROLLBACK:
+            detail = self._rollback()
+        else:  # unlock
+            lock.release(target.deploy_to, self.run_id)
+            self.locked = False
+            detail = "lock released"
+        self.output.action(self.phase, detail, time.monotonic() - began)
+
+    def _lock(self) -> None:
+        target = self.target
+        try:
+            os.makedirs(target.deploy_to, exist_ok=True)
+        except OSError as exc:
+            raise StepFailed(f"cannot create {target.deploy_to}: {exc.strerror}") from None
+        info = lock.new_info(self.run_id, self.verb, self.stage.name, self.version, self.who.performer)
+        lock.acquire(target.deploy_to, info, self.lock_wait, self.output.waiting)
+        self.locked = True
+
+    def _rollback(self) -> str:
+        """Point `current` back at the chosen release, or run the task that replaces this step."""
+        target, config = self.target, self.project.config.deploy
+        replaced = next((t for t in config.tasks.values() if t.replace == ROLLBACK), None)
+        if replaced is not None:
+            values = self.facts(ROLLBACK, ROLLBACK)
+            templates = template_context(values, self.stage.variables)
+            hooks = expand(
+                config, self.project.root, ROLLBACK, [replaced.name], templates, self.default_dir()
+            )
+            self.execute(self.plan_for(ROLLBACK, values, hooks))
+            target.record(
+                "rolled-back", self.release, by=self.who.performer, run=self.run_id, task=replaced.name
+            )
+            return f"replaced by task {replaced.name}"
+        if not target.current():
+            raise StepFailed(f"nothing to roll back: {target.current_link} does not exist")
+        target.swap(self.release)
+        self.published = True
+        target.record(
+            "rolled-back", self.release, **{"from": self.previous}, by=self.who.performer, run=self.run_id
+        )
+        detail = f"current -> releases/{self.release} (was {self.previous})"
+        if self.cleanup and self.previous and self.previous != self.release:
+            target.remove(self.previous)
+            detail += f"; removed {self.previous}"
+        return detail
+
+    # -- failure ----------------------------------------------------------------------------------
+
+    def _hook_failure(self, result: RunResult) -> Failure:
+        hook = result.aborted_by
+        assert hook is not None
+        code = (
+            str(hook.exit_code)
+            if hook.exit_code is not None
+            else str(128 + hook.signal)
+            if hook.signal
+            else ""
+        )
+        return Failure(self.phase, result.message(), hook.hook.label, code)
+
+    def fail(self, failure: Failure) -> int:
+        """Run the failure hooks, remove a release that never went live, release the lock."""
+        self.output.failed(failure)
+        extra = {
+            "ERROR": failure.message,
+            "ERROR_PHASE": failure.phase,
+            "ERROR_HOOK": failure.hook,
+            "ERROR_HOST": self.target.host,
+            "ERROR_EXIT_CODE": failure.exit_code,
+        }
+        try:
+            with _sigterm_interrupts():
+                result = self.fire_failure_hooks(extra)
+            if result is not None and result.failures:
+                self.output.failure_hooks_failed(result)
+        finally:
+            if self.built and not self.published:
+                self.target.remove(self.release)
+                self.output.note(f"removed release {self.release}, which never went live")
+            if self.locked:
+                lock.release(self.target.deploy_to, self.run_id)
+                self.output.note("lock released")
+        self.output.summary_failed(self, failure)
+        return 130 if failure.interrupted else 1
+
+    def fire_failure_hooks(self, extra: dict[str, str]) -> RunResult | None:
+        plan = self.plan(Step(FAILED, FAILED), extra)
+        if plan is None:
+            return None
+        self.output.point(Step(FAILED, FAILED))
+        try:
+            return run_plan(plan, self.output.hooks)
+        except KeyboardInterrupt:
+            return None
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM stops a deploy the way Ctrl-C does: failure hooks, cleanup, lock released."""
+
+    def handler(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
