@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -44,7 +43,7 @@ class LockHeld(JunctureError):
 
 def new_info(run_id: str, verb: str, stage: str, version: str, performer: str) -> LockInfo:
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return LockInfo(run_id, verb, stage, version, performer, socket.gethostname(), os.getpid(), since)
+    return LockInfo(run_id, verb, stage, version, performer, os.uname().nodename, os.getpid(), since)
 
 
 def read(directory: str) -> LockInfo | None:

@@ -39,7 +39,8 @@ class Project:
         )
 
     def known(self, name: str) -> bool:
-        return name in self.config.events or name in BUILT_IN
+        """Declared, built in, or a custom phase of the deploy pipeline."""
+        return name in self.config.events or name in BUILT_IN or name in self.config.deploy.phases
 
 
 def find_config(start: str) -> str:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..discovery import Hook
 from ..environment import identity
-from ..phases import ACTIONS, ROLLBACK
+from ..phases import ACTIONS, FAILED, ROLLBACK
 from ..pipeline import Pipeline, Step, deploy_steps, rollback_release, rollback_steps, stage_of
 from ..render.pipeline import PipelineOutput
 from ..target import LocalTarget
@@ -77,6 +78,13 @@ def _print_steps(pipeline: Pipeline, steps: tuple[Step, ...]) -> None:
             continue
         if plan is None:
             continue
-        print(f"  {step.event}" + ("  (before)" if step.part == "before" else ""))
-        for hook in plan.hooks:
-            print(f"      {hook.label}  {relative(hook.path, root)}")
+        _print_hooks(step.event + ("  (before)" if step.part == "before" else ""), plan.hooks, root)
+    failed = pipeline.plan(Step(FAILED, FAILED), {"ERROR": ""})
+    if failed is not None:
+        _print_hooks(f"on failure: {FAILED}", failed.hooks, root)
+
+
+def _print_hooks(title: str, hooks: tuple[Hook, ...], root: str) -> None:
+    print(f"  {title}")
+    for hook in hooks:
+        print(f"      {hook.label}  {relative(hook.path, root)}")
