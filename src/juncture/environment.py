@@ -29,8 +29,19 @@ OWNED = (
     "PERFORMER",
     "DRY_RUN",
     "PHASE",
-    "ERROR",
     "OUTPUT",
+    # the deploy pipeline's facts
+    "DEPLOY_TO",
+    "RELEASE",
+    "RELEASE_PATH",
+    "CURRENT_PATH",
+    "PREVIOUS_RELEASE",
+    "RUNTIME",
+    "ERROR",
+    "ERROR_PHASE",
+    "ERROR_HOOK",
+    "ERROR_HOST",
+    "ERROR_EXIT_CODE",
 )
 # Describe the deployment; `fire --set version=...` may give them.
 SETTABLE = ("APP", "VERSION", "STAGE", "HOSTS", "HOST", "ROLES")
