@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..config.deploy import DeployConfig
 from ..discovery import Discovery, Hook, discover, discover_all
-from ..events import EventSpec
+from ..events import EventSpec, event_path
 from .common import project_from, relative
 
 ORDER_RULE = (
@@ -25,7 +26,9 @@ def run(args: argparse.Namespace) -> int:
         events = [spec]
     else:
         found = discover_all(config.layers)
-        names = sorted(set(found.hooks) | set(config.events))
+        deploy = config.deploy
+        attached = {*deploy.before, *deploy.after, *(e for t in deploy.tasks.values() for e in t.on)}
+        names = sorted(set(found.hooks) | set(config.events) | (attached - set(deploy.tasks)))
         events = [project.event(name) for name in names]
     root = project.root
     out = [
@@ -36,12 +39,17 @@ def run(args: argparse.Namespace) -> int:
         out.append("")
         out.append(_header(spec, project.known(spec.name)))
         hooks = found.hooks.get(spec.name, ())
-        if not hooks:
+        tasks = _tasks(project.config.deploy, spec.name)
+        if not hooks and not tasks:
             out.append("  (no hooks)")
+        lines = [f"  task {name}  {where}  — {how}" for name, where, how in tasks]
+        before = sum(how.startswith("hooks.before") for _, _, how in tasks)
+        out += lines[:before]
         for i, hook in enumerate(hooks, 1):
             out.append(
                 f"  {i}. {hook.name}  {relative(hook.path, root)}  — {_why(hook, len(config.layers), root)}"
             )
+        out += lines[before:]
         if args.verbose:
             for skip in found.skipped:
                 if skip.event == spec.name:
@@ -55,8 +63,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tasks(deploy: DeployConfig, event: str) -> list[tuple[str, str, str]]:
+    """The tasks attached to `event`, in run order (their deps and task hooks run with them)."""
+    found = [(name, f"hooks.before.{event}") for name in deploy.before.get(event, ())]
+    found += [(name, f"hooks.after.{event}") for name in deploy.after.get(event, ())]
+    found += [(name, "on:") for name in deploy.on(event)]
+    return [(name, deploy.tasks[name].source, how) for name, how in found]
+
+
 def _why(hook: Hook, layers: int, root: str) -> str:
-    kind = "main hook (flat file)" if hook.flat else f"drop-in of {hook.event}.d/"
+    kind = "main hook (flat file)" if hook.flat else f"drop-in of {event_path(hook.event)}.d/"
     text = f"{kind}, layer {hook.layer + 1} of {layers}"
     if hook.replaces:
         text += ", replaces " + ", ".join(relative(path, root) for path in hook.replaces)
