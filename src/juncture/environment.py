@@ -36,7 +36,6 @@ OWNED = (
     "RELEASE_PATH",
     "CURRENT_PATH",
     "PREVIOUS_RELEASE",
-    "RUNTIME",
     "ERROR",
     "ERROR_PHASE",
     "ERROR_HOOK",

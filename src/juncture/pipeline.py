@@ -26,7 +26,7 @@ from .phases import ACTIONS, AFTER, BEFORE, FAILED, ROLLBACK, ROLLBACK_AFTER, RO
 from .plan import Plan, event_hooks, template_context
 from .project import Project
 from .render.pipeline import PipelineOutput
-from .target import LocalTarget, StepFailed
+from .target import LocalTarget, StepFailed, release_key
 from .tasks import expand
 
 __all__ = ["Failure", "Pipeline", "Step", "deploy_steps", "rollback_release", "rollback_steps", "stage_of"]
@@ -106,7 +106,8 @@ def rollback_release(target: LocalTarget, to: str | None) -> str:
     if current is None:
         raise UsageError(f"nothing to roll back: {target.current_link} does not exist")
     published = {r.release for r in target.revisions()}
-    older = [r for r in releases if r < current and (r in published or not published)]
+    now = release_key(current)
+    older = [r for r in releases if release_key(r) < now and (r in published or not published)]
     if not older:
         raise UsageError(f"no release before {current} to roll back to (releases: {', '.join(releases)})")
     return older[-1]
@@ -125,6 +126,7 @@ class Pipeline:
         *,
         version: str | None = None,
         release: str | None = None,
+        rollback_to: str | None = None,
         skip_hooks: bool = False,
         dry_run: bool = False,
         lock_wait: float = 0.0,
@@ -135,13 +137,17 @@ class Pipeline:
         self.who = who
         self.output = output
         self.skip_hooks = skip_hooks
+        self.rollback_to = rollback_to  # --to: the release stays the one asked for
         self.dry_run = dry_run
         self.lock_wait = lock_wait
         self.run_id = new_run_id(who.started)
         self.started = time.monotonic()
         self.target = target = LocalTarget(stage.deploy_to)
         self.previous = target.current() or ""
+        # a deploy makes a new release; `run` works in the current one
         self.release = release or (target.new_release_name() if verb == "deploy" else "")
+        if verb == "run":
+            self.release = self.previous
         self.version = version or self._version()
         self.built = False  # the release directory exists (it is removed if the deploy fails)
         self.published = False
@@ -324,6 +330,18 @@ class Pipeline:
         info = lock.new_info(self.run_id, self.verb, self.stage.name, self.version, self.who.performer)
         lock.acquire(target.deploy_to, info, self.lock_wait, self.output.waiting)
         self.locked = True
+        # Another run may have deployed while this one waited: what is current, and free names, are
+        # known only now.
+        current = target.current() or ""
+        if current != self.previous:
+            self.previous = current
+            if self.verb == "rollback" and not self.rollback_to and self.release:
+                self.release = rollback_release(target, None)
+        if self.verb == "deploy":
+            name = target.new_release_name()
+            if self.version == self.release:
+                self.version = name
+            self.release = name
 
     def _rollback(self) -> str:
         """Point `current` back at the chosen release, or run the task that replaces this step."""
@@ -383,7 +401,7 @@ class Pipeline:
             if result is not None and result.failures:
                 self.output.failure_hooks_failed(result)
         finally:
-            if self.built and not self.published:
+            if self.built and not self.published and self.release != self.target.current():
                 self.target.remove(self.release)
                 self.output.note(f"removed release {self.release}, which never went live")
             if self.locked:

@@ -22,9 +22,15 @@ from dataclasses import dataclass
 from .config.deploy import Source
 from .errors import JunctureError
 
-__all__ = ["PARTIAL", "LocalTarget", "Revision", "StepFailed"]
+__all__ = ["PARTIAL", "LocalTarget", "Revision", "StepFailed", "release_key"]
 
 PARTIAL = ".partial"
+
+
+def release_key(name: str) -> tuple[str, int]:
+    """Order of release names by time: `20261121103000` < `….2` < `….10` < `20261121103001`."""
+    base, _, suffix = name.partition(".")
+    return base, int(suffix) if suffix.isdigit() else 0
 
 
 class StepFailed(JunctureError):
@@ -63,7 +69,9 @@ class LocalTarget:
             names = os.listdir(self.releases_dir)
         except FileNotFoundError:
             return []
-        return sorted(n for n in names if not n.endswith(PARTIAL) and not n.startswith("."))
+        return sorted(
+            (n for n in names if not n.endswith(PARTIAL) and not n.startswith(".")), key=release_key
+        )
 
     def partials(self) -> list[str]:
         try:
@@ -132,12 +140,14 @@ class LocalTarget:
                 # deploy_to may lie inside the source (the default source is the whole project)
                 excluded = _excluder(source.path, source.exclude, self.deploy_to)
                 files = _copy_tree(source.path, partial, excluded)
+            if os.path.lexists(final):
+                raise StepFailed(f"release {final} already exists")
             os.rename(partial, final)
         except OSError as exc:
             shutil.rmtree(partial, ignore_errors=True)
             raise StepFailed(f"building release {final}: {_os_message(exc)}") from None
         except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)  # Ctrl-C: leave nothing half-built behind
+            shutil.rmtree(partial, ignore_errors=True)  # Ctrl-C, or the checks above
             raise
         return files
 
@@ -152,7 +162,8 @@ class LocalTarget:
                     else:
                         os.unlink(link)
                 os.makedirs(os.path.dirname(link), exist_ok=True)
-                os.symlink(os.path.join(self.shared_dir, path), link)
+                # relative, like `current`: the tree keeps working when deploy_to is moved or mounted elsewhere
+                os.symlink(os.path.relpath(os.path.join(self.shared_dir, path), os.path.dirname(link)), link)
             except OSError as exc:
                 raise StepFailed(f"linking shared {path} into {release}: {_os_message(exc)}") from None
 

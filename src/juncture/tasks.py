@@ -95,7 +95,8 @@ def _script_command(
         interpreter = script.interpreter or _interpreter(script, first, os.path.splitext(script.path)[1])
         return Command((*interpreter, script.path), cwd, env, timeout, scope)
     text = script.text or ""
-    interpreter = script.interpreter or _interpreter(script, text.encode()[:512], "", default=("sh",))
+    first_line = text.encode().split(b"\n", 1)[0]
+    interpreter = script.interpreter or _interpreter(script, first_line, "", default=("sh",))
     return Command(interpreter, cwd, env, timeout, scope, script=text, suffix=_suffix(interpreter))
 
 

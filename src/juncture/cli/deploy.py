@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
             identity(),
             output,
             release=release,
+            rollback_to=args.to,
             version=_version_of(target, release),
             skip_hooks=args.skip_hooks,
             dry_run=args.dry_run,

@@ -15,6 +15,12 @@ if TYPE_CHECKING:
 __all__ = ["PipelineOutput"]
 
 
+def _short(version: str) -> str:
+    """A commit id to 12 characters, as git abbreviates; any other version in full."""
+    is_commit = len(version) == 40 and all(c in "0123456789abcdef" for c in version)
+    return version[:12] if is_commit else version
+
+
 class PipelineOutput:
     """`mode`: normal, verbose (every hook line live) or quiet (failures and the last line only)."""
 
@@ -59,7 +65,7 @@ class PipelineOutput:
         target = pipeline.target
         if pipeline.verb == "deploy":
             self.say(
-                f"deployed {pipeline.version[:12] or pipeline.release} to {target.release_path(pipeline.release)} "
+                f"deployed {_short(pipeline.version)} to {target.release_path(pipeline.release)} "
                 f"({target.current_link} -> releases/{pipeline.release}) in {seconds}"
             )
         elif pipeline.release:
