@@ -15,8 +15,8 @@ from typing import Any
 
 from ..events import event_name_problem
 from ..phases import DEPLOY_PHASES, FAILED, ROLLBACK
+from .located import Located
 from .values import kind, mapping, scalar, seconds, string, string_list
-from .yamlfile import Located
 
 __all__ = ["DeployConfig", "Script", "Source", "Stage", "Task", "Text", "parse_deploy"]
 

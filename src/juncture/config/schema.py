@@ -18,8 +18,8 @@ from ..events import (
     event_name_problem,
 )
 from .deploy import DEPLOY_KEYS, DeployConfig, parse_deploy
+from .located import Located
 from .values import mapping, scalar, seconds, string
-from .yamlfile import Located
 
 __all__ = ["DEFAULT_HOOKS_PATH", "Config", "parse_config"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .yamlfile import Located
+from .located import Located
 
 __all__ = ["kind", "mapping", "scalar", "seconds", "string", "string_list"]
 

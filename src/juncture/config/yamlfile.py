@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 import yaml
 
 from ..errors import ConfigError
+from .located import Located
 
 __all__ = ["Located", "load_yaml"]
 
@@ -29,25 +29,6 @@ _Loader.yaml_implicit_resolvers = {
     for first, resolvers in _Base.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
-
-
-class Located:
-    """Parsed YAML data with the line number of each key path."""
-
-    def __init__(self, file: str, data: Any, lines: dict[tuple[str, ...], int]) -> None:
-        self.file = file
-        self.data = data
-        self.lines = lines
-
-    def line(self, path: tuple[str, ...]) -> int | None:
-        while path:
-            if path in self.lines:
-                return self.lines[path]
-            path = path[:-1]
-        return self.lines.get((), None)
-
-    def error(self, path: tuple[str, ...], message: str) -> ConfigError:
-        return ConfigError(self.file, self.line(path), path, message)
 
 
 def load_yaml(file: str, text: str) -> Located:
