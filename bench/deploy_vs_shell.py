@@ -32,9 +32,22 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from timing import (
+    BenchError,
+    Command,
+    cpu_busy,
+    find_juncture,
+    ms,
+    num,
+    ratio,
+    run_checked,
+    spread,
+    time_interleaved,
+    usable_cpus,
+)
 
 DIRS = 100
 FILES_PER_DIR = 20
@@ -87,28 +100,8 @@ while [ "$drop" -gt 0 ]; do
 done
 """
 
-Command = tuple[list[str], Mapping[str, str] | None]
-
-
-class BenchError(Exception):
-    """A timed command or a sanity check failed, or a tool is missing; the message says which."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 # -- finding the tools --------------------------------------------------------------------------------
-
-
-def find_juncture() -> str:
-    beside = os.path.join(os.path.dirname(sys.executable), "juncture")
-    if os.path.isfile(beside) and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("juncture")
-    if found:
-        return found
-    raise BenchError(f"juncture not found next to {sys.executable} nor on PATH", 2)
 
 
 def find_sh() -> str:
@@ -277,62 +270,6 @@ def sanity_checks(
 # -- running and timing -------------------------------------------------------------------------------
 
 
-def run_checked(argv: list[str], env: Mapping[str, str] | None) -> float:
-    """Wall time of one run of `argv` in seconds; raises BenchError unless it exits 0."""
-    started = time.perf_counter()
-    completed = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    elapsed = time.perf_counter() - started
-    if completed.returncode != 0:
-        again = subprocess.run(argv, capture_output=True, env=env)
-        output = (again.stdout + again.stderr).decode("utf-8", "replace").strip()
-        raise BenchError(
-            f"`{' '.join(argv)}` exited with {completed.returncode}"
-            + (f":\n{output[-2000:]}" if output else "")
-        )
-    return elapsed
-
-
-def time_interleaved(commands: Mapping[str, Command], repetitions: int) -> dict[str, list[float]]:
-    """Run every command `repetitions` times, rotating which goes first in each repetition.
-
-    One untimed warm-up run each first (page cache, .pyc files), so the first timed tool is not penalised.
-    """
-    names = list(commands)
-    for name in names:
-        run_checked(*commands[name])
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for rep in range(repetitions):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(run_checked(*commands[name]))
-    return samples
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def cpu_busy(interval: float = 0.5) -> float | None:
-    """The fraction of CPU time not idle over `interval` seconds (Linux /proc/stat), or None."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    return 1 - (idle1 - idle0) / total if total > 0 else None
-
-
 def filesystem_of(path: str) -> str | None:
     """The type of the filesystem holding `path` (longest mount point in /proc/self/mounts), or None."""
     path = os.path.realpath(path)
@@ -383,23 +320,10 @@ def environment_notes(fs: str | None) -> list[str]:
 # -- the report ---------------------------------------------------------------------------------------
 
 
-def ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:.2f}"
-
-
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator > 0 else None
-
-
 def verdict(value: float | None, target: float) -> str:
     if value is None:
         return "n/a"
     return "PASS" if value <= target else "MISS"
-
-
-def spread(samples: Sequence[float]) -> str:
-    """min..max in ms, to show how noisy a median is."""
-    return f"{min(samples) * 1000:.1f}..{max(samples) * 1000:.1f}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -476,13 +400,13 @@ def measure(juncture: str, sh: str, python: str, root: str, quick: bool, json_fi
     deploy_ratio = ratio(medians[JUNCTURE], medians[SHELL])
     print()
     print(
-        f"Ratio juncture/shell: {ms(medians[JUNCTURE])} / {ms(medians[SHELL])} ms = {_num(deploy_ratio)}"
+        f"Ratio juncture/shell: {ms(medians[JUNCTURE])} / {ms(medians[SHELL])} ms = {num(deploy_ratio)}"
         f"   target <= {TARGET_RATIO:g}  {verdict(deploy_ratio, TARGET_RATIO)}"
     )
     beyond_start = medians[JUNCTURE] - medians[PYTHON]
     print(
         f"juncture beyond a bare interpreter start (juncture - python -c pass): {ms(beyond_start)} ms; "
-        f"ratio of that to shell: {_num(ratio(beyond_start, medians[SHELL]))}"
+        f"ratio of that to shell: {num(ratio(beyond_start, medians[SHELL]))}"
     )
 
     if json_file:
@@ -513,10 +437,6 @@ def measure(juncture: str, sh: str, python: str, root: str, quick: bool, json_fi
             handle.write("\n")
         print(f"\nwrote {json_file}")
     return 0
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
 
 
 if __name__ == "__main__":

@@ -26,9 +26,21 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from timing import (
+    BenchError,
+    Command,
+    cpu_busy,
+    find_juncture,
+    ms,
+    num,
+    ratio,
+    spread,
+    time_interleaved,
+    usable_cpus,
+)
 
 COUNTS = (0, 100, 1000)
 REPETITIONS = {0: 15, 100: 9, 1000: 5}
@@ -49,16 +61,6 @@ JUNCTURE = "juncture"
 PYTHON = "python3 -c pass"
 TOOLS = (RUN_PARTS, JUNCTURE, PYTHON)
 
-Command = tuple[list[str], Mapping[str, str] | None]
-
-
-class BenchError(Exception):
-    """A timed command failed or a tool is missing; the message says which."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
 
 # -- finding the tools --------------------------------------------------------------------------------
 
@@ -68,16 +70,6 @@ def find_run_parts() -> str:
         if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
             return candidate
     raise BenchError("run-parts not found (Debian's debianutils provides /usr/bin/run-parts)", 2)
-
-
-def find_juncture() -> str:
-    beside = os.path.join(os.path.dirname(sys.executable), "juncture")
-    if os.path.isfile(beside) and os.access(beside, os.X_OK):
-        return beside
-    found = shutil.which("juncture")
-    if found:
-        return found
-    raise BenchError(f"juncture not found next to {sys.executable} nor on PATH", 2)
 
 
 # -- building the projects ----------------------------------------------------------------------------
@@ -99,21 +91,6 @@ def make_project(root: str, name: str, config: str, event: str, hooks: int, body
 
 
 # -- running and timing -------------------------------------------------------------------------------
-
-
-def run_checked(argv: list[str], env: Mapping[str, str] | None) -> float:
-    """Wall time of one run of `argv` in seconds; raises BenchError unless it exits 0."""
-    started = time.perf_counter()
-    completed = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    elapsed = time.perf_counter() - started
-    if completed.returncode != 0:
-        again = subprocess.run(argv, capture_output=True, env=env)
-        output = (again.stdout + again.stderr).decode("utf-8", "replace").strip()
-        raise BenchError(
-            f"`{' '.join(argv)}` exited with {completed.returncode}"
-            + (f":\n{output[-2000:]}" if output else "")
-        )
-    return elapsed
 
 
 def check_hook_count(run_parts: str, juncture: str, project: str, event: str, expected: int) -> None:
@@ -138,47 +115,6 @@ def check_hook_count(run_parts: str, juncture: str, project: str, event: str, ex
         ) from None
     if hooks != expected:
         raise BenchError(f"juncture plans {hooks} hook(s) for {event} in {project}, expected {expected}")
-
-
-def time_interleaved(commands: Mapping[str, Command], repetitions: int) -> dict[str, list[float]]:
-    """Run every command `repetitions` times, rotating which goes first in each repetition.
-
-    One untimed warm-up run each first (page cache, .pyc files), so the first timed tool is not penalised.
-    """
-    names = list(commands)
-    for name in names:
-        run_checked(*commands[name])
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for rep in range(repetitions):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(run_checked(*commands[name]))
-    return samples
-
-
-def usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def cpu_busy(interval: float = 0.5) -> float | None:
-    """The fraction of CPU time not idle over `interval` seconds (Linux /proc/stat), or None."""
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat", encoding="ascii") as handle:
-            fields = [int(x) for x in handle.readline().split()[1:]]
-        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval)
-        total1, idle1 = sample()
-    except (OSError, ValueError, IndexError):
-        return None
-    total = total1 - total0
-    return 1 - (idle1 - idle0) / total if total > 0 else None
 
 
 def environment_notes(cpus: int) -> list[str]:
@@ -211,24 +147,11 @@ def environment_notes(cpus: int) -> list[str]:
 # -- the report ---------------------------------------------------------------------------------------
 
 
-def ms(seconds: float | None) -> str:
-    return "n/a" if seconds is None else f"{seconds * 1000:.2f}"
-
-
-def ratio(numerator: float, denominator: float) -> float | None:
-    return numerator / denominator if denominator > 0 else None
-
-
 def verdict(value: float | None, target: float, at_most: bool) -> str:
     if value is None:
         return "n/a"
     ok = value <= target if at_most else value >= target
     return "PASS" if ok else "MISS"
-
-
-def spread(samples: Sequence[float]) -> str:
-    """min..max in ms, to show how noisy a median is."""
-    return f"{min(samples) * 1000:.1f}..{max(samples) * 1000:.1f}"
 
 
 def reps_for(count: int, quick: bool) -> int:
@@ -307,12 +230,12 @@ def measure(run_parts: str, juncture: str, python: str, root: str, quick: bool, 
     print(f"Per-hook cost at N={top}, (T({top}) - T(0)) / {top}:")
     print(f"  run-parts {ms(per_hook[RUN_PARTS])} ms, juncture {ms(per_hook[JUNCTURE])} ms")
     print(
-        f"  ratio juncture/run-parts: {_num(per_hook_ratio)}"
+        f"  ratio juncture/run-parts: {num(per_hook_ratio)}"
         f"   target <= {TARGET_PER_HOOK_RATIO:.2f}  {verdict(per_hook_ratio, TARGET_PER_HOOK_RATIO, True)}"
     )
     print(
         f"Fixed cost, T_juncture(N=0) / T(python3 -c pass, median of all {len(python_runs)} runs): "
-        f"{ms(medians[0][JUNCTURE])} / {ms(python_median)} ms = {_num(fixed_ratio)}"
+        f"{ms(medians[0][JUNCTURE])} / {ms(python_median)} ms = {num(fixed_ratio)}"
         f"   target <= {TARGET_FIXED_RATIO:g}  {verdict(fixed_ratio, TARGET_FIXED_RATIO, True)}"
     )
     print()
@@ -335,7 +258,7 @@ def measure(run_parts: str, juncture: str, python: str, root: str, quick: bool, 
     for tool in (RUN_PARTS, JUNCTURE):
         print(f"  {tool:<10} {ms(par_medians[tool]):>9} [{spread(par_samples[tool])}]")
     print(
-        f"  speed-up run-parts/juncture: {_num(speedup)}"
+        f"  speed-up run-parts/juncture: {num(speedup)}"
         f"   target >= {TARGET_PAR_SPEEDUP:g}  {verdict(speedup, TARGET_PAR_SPEEDUP, False)}"
     )
 
@@ -377,10 +300,6 @@ def measure(run_parts: str, juncture: str, python: str, root: str, quick: bool, 
             handle.write("\n")
         print(f"\nwrote {json_file}")
     return 0
-
-
-def _num(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
 
 
 def _target(value: float | None, target: float, op: str) -> dict[str, Any]:
