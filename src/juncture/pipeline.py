@@ -153,6 +153,7 @@ class Pipeline:
         self.published = False
         self.locked = False
         self.points = 0
+        self.cleanup = False  # rollback --cleanup
         self.phase = ""
 
     def _version(self) -> str:
@@ -263,14 +264,14 @@ class Pipeline:
                         self.act(step.action)
                     else:
                         self.fire(step)
-            except StepFailed as exc:
-                return self.fail(Failure(self.phase, str(exc)))
-            except lock.LockHeld as exc:
+            except (StepFailed, lock.LockHeld, UsageError) as exc:
                 return self.fail(Failure(self.phase, str(exc)))
             except _HookFailed as exc:
                 return self.fail(self._hook_failure(exc.result))
             except KeyboardInterrupt:
                 return self.fail(Failure(self.phase, f"interrupted during {self.phase}", interrupted=True))
+            except Exception as exc:  # a bug: still run the failure hooks and release the lock
+                return self.fail(Failure(self.phase, f"internal error: {type(exc).__name__}: {exc}"))
         self.output.finished(self)
         return 0
 
