@@ -19,7 +19,6 @@ or a `deploy` command in juncture cannot be found, 1 when a sanity check or a ti
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
@@ -44,6 +43,7 @@ from timing import (
     num,
     ratio,
     run_checked,
+    run_main,
     spread,
     time_interleaved,
     usable_cpus,
@@ -327,18 +327,13 @@ def verdict(value: float | None, target: float) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Time juncture deploy against a shell script (medians).")
-    parser.add_argument(
-        "--quick", action="store_true", help=f"{QUICK_REPETITIONS} repetitions instead of {REPETITIONS}"
+    return run_main(
+        "deploy_vs_shell",
+        "Time juncture deploy against a shell script (medians).",
+        f"{QUICK_REPETITIONS} repetitions instead of {REPETITIONS}",
+        bench,
+        argv,
     )
-    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
-    args = parser.parse_args(argv)
-    try:
-        return bench(args.quick, args.json)
-    except BenchError as exc:
-        sys.stdout.flush()
-        sys.stderr.write(f"deploy_vs_shell: error: {exc}\n")
-        return exc.exit_code
 
 
 def bench(quick: bool, json_file: str | None) -> int:

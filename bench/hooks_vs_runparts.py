@@ -16,7 +16,6 @@ or juncture cannot be found, 1 when a timed command fails).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import os
@@ -37,6 +36,7 @@ from timing import (
     ms,
     num,
     ratio,
+    run_main,
     spread,
     time_interleaved,
     usable_cpus,
@@ -159,16 +159,13 @@ def reps_for(count: int, quick: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Time juncture fire against run-parts (medians).")
-    parser.add_argument("--quick", action="store_true", help="a third of the repetitions (at least 3)")
-    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
-    args = parser.parse_args(argv)
-    try:
-        return bench(args.quick, args.json)
-    except BenchError as exc:
-        sys.stdout.flush()
-        sys.stderr.write(f"hooks_vs_runparts: error: {exc}\n")
-        return exc.exit_code
+    return run_main(
+        "hooks_vs_runparts",
+        "Time juncture fire against run-parts (medians).",
+        "a third of the repetitions (at least 3)",
+        bench,
+        argv,
+    )
 
 
 def bench(quick: bool, json_file: str | None) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 Command = tuple[list[str], Mapping[str, str] | None]
 
@@ -101,3 +102,23 @@ def spread(samples: Sequence[float]) -> str:
 
 def num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def run_main(
+    name: str,
+    description: str,
+    quick_help: str,
+    bench: Callable[[bool, str | None], int],
+    argv: Sequence[str] | None,
+) -> int:
+    """The benchmarks' command line: `--quick`, `--json FILE`; a BenchError is one line and its exit code."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON to FILE")
+    args = parser.parse_args(argv)
+    try:
+        return bench(args.quick, args.json)
+    except BenchError as exc:
+        sys.stdout.flush()
+        sys.stderr.write(f"{name}: error: {exc}\n")
+        return exc.exit_code

@@ -217,6 +217,14 @@ class Pipeline:
         )
         return self.plan_for(step.event, values, hooks) if hooks else None
 
+    def task_plan(self, task: str, event: str, phase: str) -> Plan:
+        """One task on its own (with its deps and task hooks), as `event`: `run`, a replaced step."""
+        values = self.facts(phase, event)
+        templates = template_context(values, self.stage.variables)
+        deploy = self.project.config.deploy
+        hooks = expand(deploy, self.project.root, event, [task], templates, self.default_dir())
+        return self.plan_for(event, values, hooks)
+
     def plan_for(self, event: str, values: dict[str, str], hooks: tuple[Hook, ...]) -> Plan:
         project = self.project
         spec = project.event(event)
@@ -349,12 +357,7 @@ class Pipeline:
         target, config = self.target, self.project.config.deploy
         replaced = next((t for t in config.tasks.values() if t.replace == ROLLBACK), None)
         if replaced is not None:
-            values = self.facts(ROLLBACK, ROLLBACK)
-            templates = template_context(values, self.stage.variables)
-            hooks = expand(
-                config, self.project.root, ROLLBACK, [replaced.name], templates, self.default_dir()
-            )
-            self.execute(self.plan_for(ROLLBACK, values, hooks))
+            self.execute(self.task_plan(replaced.name, ROLLBACK, ROLLBACK))
             target.record(
                 "rolled-back", self.release, by=self.who.performer, run=self.run_id, task=replaced.name
             )
@@ -377,13 +380,11 @@ class Pipeline:
     def _hook_failure(self, result: RunResult) -> Failure:
         hook = result.aborted_by
         assert hook is not None
-        code = (
-            str(hook.exit_code)
-            if hook.exit_code is not None
-            else str(128 + hook.signal)
-            if hook.signal
-            else ""
-        )
+        code = ""
+        if hook.exit_code is not None:
+            code = str(hook.exit_code)
+        elif hook.signal:
+            code = str(128 + hook.signal)  # as a shell reports a process killed by a signal
         return Failure(self.phase, result.message(), hook.hook.label, code)
 
     def fail(self, failure: Failure) -> int:

@@ -9,10 +9,8 @@ from ..engine import run_plan
 from ..environment import identity
 from ..errors import UsageError
 from ..pipeline import Pipeline, stage_of
-from ..plan import template_context
 from ..render.pipeline import PipelineOutput
 from ..render.terminal import TerminalReporter
-from ..tasks import expand
 from .common import project_from
 
 
@@ -23,16 +21,7 @@ def run(args: argparse.Namespace) -> int:
     if args.task not in config.tasks:
         raise UsageError(f"no task {args.task!r} (tasks: {', '.join(config.tasks) or 'none'})")
     pipeline = Pipeline(project, stage, "run", identity(), PipelineOutput())
-    values = pipeline.facts("", args.task)
-    hooks = expand(
-        config,
-        project.root,
-        args.task,
-        [args.task],
-        template_context(values, stage.variables),
-        pipeline.default_dir(),
-    )
-    plan = pipeline.plan_for(args.task, values, hooks)
+    plan = pipeline.task_plan(args.task, args.task, "")
     os.chdir(project.root)
     result = run_plan(plan, TerminalReporter("verbose" if args.verbose else "normal"))
     if result.exit_code:

@@ -35,9 +35,9 @@ class PipelineOutput:
         if self.mode == "quiet":
             return
         stage, config = pipeline.stage, pipeline.project.config
-        what_ = f"{pipeline.verb} {config.app} to stage {stage.name} ({stage.deploy_to})"
+        title = f"{pipeline.verb} {config.app} to stage {stage.name} ({stage.deploy_to})"
         release = f", release {pipeline.release}" if pipeline.release else ""
-        self.say(f"{what_}: version {pipeline.version or '(none)'}{release}, run {pipeline.run_id}")
+        self.say(f"{title}: version {pipeline.version or '(none)'}{release}, run {pipeline.run_id}")
 
     def point(self, step: Step) -> None:
         if self.mode != "quiet":

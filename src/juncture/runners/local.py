@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["LocalProcess"]
 
@@ -39,6 +42,8 @@ class LocalProcess:
                     argv[0], argv, env, file_actions=actions, setsid=True, setsigdef=_DEFAULT_SIGNALS
                 )
             else:
+                import subprocess  # only for a hook with another directory: ~3 ms of start-up otherwise
+
                 self._popen = subprocess.Popen(
                     argv,
                     env=env,
