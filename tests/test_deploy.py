@@ -1078,3 +1078,22 @@ def test_git_source_with_an_unknown_ref_is_refused_before_anything_is_created(
     assert result.returncode == 2
     assert "no-such-branch" in result.stderr
     assert not target.exists()
+
+
+def test_a_release_in_the_same_second_sorts_after_pruned_names(tmp_path: Path) -> None:
+    from juncture.target import LocalTarget, release_key
+
+    target = LocalTarget(str(tmp_path))
+    os.makedirs(tmp_path / "releases")
+    now = time.time()
+    # The base name and `.1` were pruned; only `.2` is left, for this second and the next.
+    for t in (now, now + 1):
+        base = time.strftime("%Y%m%d%H%M%S", time.gmtime(t))
+        os.makedirs(tmp_path / "releases" / f"{base}.2")
+    name = target.new_release_name()
+    assert all(
+        release_key(name) > release_key(n)
+        for n in os.listdir(tmp_path / "releases")
+        if n.split(".")[0] == name.split(".")[0]
+    )
+    assert name not in os.listdir(tmp_path / "releases")

@@ -102,13 +102,12 @@ class LocalTarget:
         return found
 
     def new_release_name(self) -> str:
-        """A UTC timestamp; a second release within the same second gets a suffix, and still sorts."""
+        """A UTC timestamp; a later release within the same second gets a suffix above every
+        existing one, so it sorts last even after pruning removed the base name."""
         base = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        existing = set(os.listdir(self.releases_dir)) if os.path.isdir(self.releases_dir) else set()
-        name, n = base, 1
-        while name in existing or name + PARTIAL in existing:
-            name, n = f"{base}.{n}", n + 1
-        return name
+        names = os.listdir(self.releases_dir) if os.path.isdir(self.releases_dir) else []
+        taken = [release_key(n.removesuffix(PARTIAL))[1] for n in names if n.split(".")[0] == base]
+        return f"{base}.{max(taken) + 1}" if taken else base
 
     # -- actions ----------------------------------------------------------------------------------
 
