@@ -6,9 +6,14 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from servers import Podman, SshServer
 
 
 class ProjectDir:
@@ -69,3 +74,39 @@ def _no_inherited_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("JUNCTURE_", "KAMAL_")) and key != "JUNCTURE_DEBUG":
             monkeypatch.delenv(key)
+
+
+def _unavailable(what: str) -> NoReturn:
+    """A real server this test needs is missing: skip on a developer's machine, fail in CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{what} missing in CI (scripts/test installs it)")
+    pytest.skip(f"{what} not installed (scripts/test installs it)")
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
+    """A real OpenSSH sshd on 127.0.0.1 for the whole session (servers.start_sshd with its defaults)."""
+    import servers  # here, not at the top: only sessions that use a real server pay for it
+
+    if servers.sshd_binary() is None:
+        _unavailable("sshd (Debian package openssh-server)")
+    server = servers.start_sshd(str(tmp_path_factory.mktemp("sshd")))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    """Podman with private storage and the busybox image built, for the whole session; reset at the end."""
+    import servers
+
+    missing = servers.podman_missing()
+    if missing:
+        _unavailable(", ".join(missing))
+    engine = servers.start_podman(str(tmp_path_factory.mktemp("podman")))
+    try:
+        yield engine
+    finally:
+        engine.reset()

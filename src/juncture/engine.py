@@ -20,8 +20,9 @@ from .discovery import Hook
 from .outcome import FAILED, HookResult, RunResult
 from .plan import Plan
 from .runners.local import LocalProcess
+from .targets import Target
 
-__all__ = ["TAIL_BYTES", "Reporter", "run_plan"]
+__all__ = ["TAIL_BYTES", "Process", "Reporter", "Starter", "run_plan", "run_plans"]
 
 TAIL_BYTES = 64 * 1024  # output kept in memory per hook; the rest is only in the log file
 _MAX_LINE = 64 * 1024  # a longer line without a newline is passed on in pieces
@@ -38,8 +39,62 @@ class Reporter(Protocol):
     def run_finished(self, result: RunResult) -> None: ...
 
 
+class Process(Protocol):
+    """A started hook: LocalProcess, or a hook on a host or in a container."""
+
+    out_fd: int
+    exit_fd: int
+
+    def terminate(self) -> None: ...
+    def kill(self) -> None: ...
+    def reap(self) -> int: ...
+    def close_output(self) -> None: ...
+
+
+class Starter(Protocol):
+    """Starts hooks on targets other than this machine (see `connections.Connections`)."""
+
+    def start(self, target: Target, hook: Hook, env: dict[str, str], cwd: str | None) -> Process: ...
+
+
+class _Lane:
+    """One plan's hooks on one target: its queue, what runs, and its result."""
+
+    def __init__(self, plan: Plan, starter: Starter | None) -> None:
+        self.plan = plan
+        self.target = plan.target
+        self.starter = starter
+        local = plan.target.kind == "local"
+        # A remote hook gets the contract and what the config passes, never the operator's environment.
+        self.env = {**os.environ, **plan.env} if local else dict(plan.env)
+        self.cwd = None if local and _is_current_dir(plan.cwd) else plan.cwd
+        self.pending = deque(enumerate(plan.hooks))
+        self.running: list[_Job] = []
+        self.result = RunResult(plan)
+        self.stop_starting = False
+        self.started = False
+        self.finished = False
+        self.began = 0.0
+        self.failed_scopes: set[int] = set()  # task invocations that failed (see Command.scope)
+
+    def may_start(self, hook: Hook) -> bool:
+        """Up to `parallel` hooks at once; a task's commands run alone, in order (they depend on each other)."""
+        if not self.running:
+            return True
+        if hook.command is not None or any(job.result.hook.command is not None for job in self.running):
+            return False
+        return len(self.running) < self.plan.event.parallel
+
+    @property
+    def done(self) -> bool:
+        return not self.running and (self.stop_starting or not self.pending)
+
+
 class _Job:
-    def __init__(self, result: HookResult, process: LocalProcess, started: float, timeout: float) -> None:
+    def __init__(
+        self, lane: _Lane, result: HookResult, process: Process, started: float, timeout: float
+    ) -> None:
+        self.lane = lane
         self.result = result
         self.process = process
         self.started = started
@@ -55,48 +110,53 @@ class _Job:
 
 
 class _Runner:
-    def __init__(self, plan: Plan, reporter: Reporter) -> None:
-        self.plan = plan
+    def __init__(
+        self, plans: list[Plan], reporter: Reporter, starter: Starter | None, concurrency: int
+    ) -> None:
+        self.lanes = [_Lane(plan, starter) for plan in plans]
         self.reporter = reporter
-        self.env = {**os.environ, **plan.env}
-        self.cwd = None if _is_current_dir(plan.cwd) else plan.cwd
+        self.concurrency = concurrency  # lanes (targets) at work at once
         self.poller = select.poll()
         self.by_fd: dict[int, _Job] = {}
         self.running: list[_Job] = []
-        self.result = RunResult(plan)
-        self.stop_starting = False
+        self.interrupted = False
         self.interrupts = 0
         self.devnull = -1
-        self.failed_scopes: set[int] = set()  # task invocations that failed (see Command.scope)
 
     # -- starting and finishing hooks --------------------------------------------------------------
 
-    def start(self, hook: Hook, index: int) -> None:
-        event = self.plan.event
+    def start(self, lane: _Lane, hook: Hook, index: int) -> None:
+        event = lane.plan.event
         command = hook.command
         timeout = command.timeout if command is not None and command.timeout else event.timeout
-        result = HookResult(hook=hook, index=index, timeout=timeout)
-        self.result.hooks.append(result)
-        if command is not None and any(scope in self.failed_scopes for scope, _ in command.scope):
+        result = HookResult(hook=hook, index=index, timeout=timeout, target=lane.target.name)
+        lane.result.hooks.append(result)
+        if command is not None and any(scope in lane.failed_scopes for scope, _ in command.scope):
             result.status = "skipped"
             self.reporter.hook_finished(result)
             return
         self.reporter.hook_started(result)
         now = time.monotonic()
         script = None
+        process: Process
         try:
-            argv, env, cwd = [hook.path], self.env, self.cwd
+            env, cwd = lane.env, lane.cwd
             if command is not None:
-                argv = list(command.argv)
                 env = {**env, **dict(command.env)} if command.env else env
-                if command.cwd is not None:
-                    cwd = command.cwd
-                    if not os.path.isdir(cwd):
-                        raise FileNotFoundError(errno.ENOENT, f"directory {cwd} does not exist")
-                if command.script is not None:
-                    script = _write_script(command.script, command.suffix)
-                    argv.append(script)
-            process = LocalProcess(argv, env, cwd, None if event.stdin == "inherit" else self.devnull)
+                cwd = command.cwd if command.cwd is not None else cwd
+            if lane.starter is not None and lane.target.kind != "local":
+                process = lane.starter.start(lane.target, hook, env, cwd)
+            else:
+                argv = [hook.path]
+                if command is not None:
+                    argv = list(command.argv)
+                    if command.cwd is not None and not os.path.isdir(command.cwd):
+                        raise FileNotFoundError(errno.ENOENT, f"directory {command.cwd} does not exist")
+                    if command.script is not None:
+                        script = _write_script(command.script, command.suffix)
+                        argv.append(script)
+                stdin = None if event.stdin == "inherit" else self.devnull
+                process = LocalProcess(argv, env, cwd, stdin)
         except OSError as exc:
             if script is not None:
                 os.unlink(script)
@@ -104,11 +164,12 @@ class _Runner:
             result.error = exc.strerror or str(exc)
             if exc.errno == errno.ENOEXEC:
                 result.error += " (no #! line?)"
-            self.finished(result)
+            self.finished(lane, result)
             return
-        job = _Job(result, process, now, timeout)
+        job = _Job(lane, result, process, now, timeout)
         job.script = script
         self.running.append(job)
+        lane.running.append(job)
         self.by_fd[process.out_fd] = job
         self.by_fd[process.exit_fd] = job
         self.poller.register(process.out_fd, select.POLLIN)
@@ -126,22 +187,23 @@ class _Runner:
         if job.script is not None:
             os.unlink(job.script)
         self.running.remove(job)
-        self.finished(result)
+        job.lane.running.remove(job)
+        self.finished(job.lane, result)
 
-    def finished(self, result: HookResult) -> None:
+    def finished(self, lane: _Lane, result: HookResult) -> None:
         if result.status in FAILED and result.hook.command is not None:
             # The failed task and the tasks around it fail, up to the first continue_on_error one.
             for scope, tolerant in reversed(result.hook.command.scope):
-                self.failed_scopes.add(scope)
+                lane.failed_scopes.add(scope)
                 if tolerant:
                     result.tolerated = True
                     break
-        if result.status in FAILED and not result.tolerated and self.plan.event.failure == "abort":
-            self.stop_starting = True
-            if self.result.aborted_by is None:
-                self.result.aborted_by = result
+        if result.status in FAILED and not result.tolerated and lane.plan.event.failure == "abort":
+            lane.stop_starting = True
+            if lane.result.aborted_by is None:
+                lane.result.aborted_by = result
         if result.status == "interrupted":
-            self.result.interrupted.append(result)
+            lane.result.interrupted.append(result)
         self.reporter.hook_finished(result)
 
     def close_output(self, job: _Job) -> None:
@@ -152,14 +214,6 @@ class _Runner:
         self.poller.unregister(fd)
         del self.by_fd[fd]
         job.process.close_output()
-
-    def may_start(self, hook: Hook) -> bool:
-        """Up to `parallel` hooks at once; a task's commands run alone, in order (they depend on each other)."""
-        if not self.running:
-            return True
-        if hook.command is not None or any(job.result.hook.command is not None for job in self.running):
-            return False
-        return len(self.running) < self.plan.event.parallel
 
     # -- events from the poll loop ----------------------------------------------------------------
 
@@ -186,18 +240,20 @@ class _Runner:
         code = process.reap()
         job.exited = True
         job.linger_until = now + _LINGER
+        error = getattr(process, "error", "")  # a remote hook whose connection was lost
         if code < 0:
             result.signal = -code
-        else:
+        elif not error:
             result.exit_code = code
         if result.status == "running":
-            result.status = "ok" if code == 0 else "failed"
+            result.status = "error" if error else "ok" if code == 0 else "failed"
+            result.error = error
 
     def output(self, job: _Job, data: bytes) -> None:
         result = job.result
         result.output_bytes += len(data)
         if job.log_fd < 0:
-            job.log_fd = self.open_log(result)
+            job.log_fd = self.open_log(job)
         if job.log_fd >= 0:
             os.write(job.log_fd, data)
         tail = job.tail
@@ -213,8 +269,9 @@ class _Runner:
             if lines:
                 self.reporter.hook_output(result, lines)
 
-    def open_log(self, result: HookResult) -> int:
-        log_dir = self.plan.log_dir
+    def open_log(self, job: _Job) -> int:
+        result = job.result
+        log_dir = job.lane.plan.log_dir
         try:
             os.makedirs(os.path.dirname(log_dir), mode=0o700, exist_ok=True)
             os.makedirs(log_dir, mode=0o700, exist_ok=True)
@@ -241,12 +298,14 @@ class _Runner:
 
     def terminate(self, job: _Job, now: float) -> None:
         job.process.terminate()
-        job.kill_at = now + self.plan.event.grace
+        job.kill_at = now + job.lane.plan.event.grace
 
     def interrupt(self, now: float) -> None:
         self.interrupts += 1
-        self.stop_starting = True
-        self.result.status = "interrupted"
+        self.interrupted = True
+        for lane in self.lanes:
+            lane.stop_starting = True
+            lane.result.status = "interrupted"
         for job in self.running:
             if job.exited:
                 continue
@@ -271,11 +330,35 @@ class _Runner:
 
     # -- the loop ---------------------------------------------------------------------------------
 
-    def run(self) -> RunResult:
-        plan = self.plan
-        self.reporter.run_started(plan)
-        started = time.monotonic()
-        pending = deque(enumerate(plan.hooks))
+    def start_lanes(self) -> None:
+        """Start what may start: lanes in order, at most `concurrency` of them at work."""
+        busy = 0
+        for lane in self.lanes:
+            if busy >= self.concurrency:
+                return
+            if lane.finished:
+                continue
+            if not lane.started:
+                lane.started = True
+                lane.began = time.monotonic()
+                self.reporter.run_started(lane.plan)
+            while lane.pending and not lane.stop_starting and lane.may_start(lane.pending[0][1]):
+                index, hook = lane.pending.popleft()
+                self.start(lane, hook, index)
+            if lane.done:
+                self.lane_finished(lane)
+            else:
+                busy += 1
+
+    def lane_finished(self, lane: _Lane) -> None:
+        lane.finished = True
+        result = lane.result
+        if result.status != "interrupted" and result.aborted_by is not None:
+            result.status = "failed"
+        result.duration = time.monotonic() - lane.began
+        self.reporter.run_finished(result)
+
+    def run(self) -> list[RunResult]:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.poller.register(wake_r, select.POLLIN)
         caught: list[int] = []
@@ -283,9 +366,7 @@ class _Runner:
         self.devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
             while True:
-                while pending and not self.stop_starting and self.may_start(pending[0][1]):
-                    index, hook = pending.popleft()
-                    self.start(hook, index)
+                self.start_lanes()
                 if not self.running:
                     break
                 now = time.monotonic()
@@ -305,12 +386,10 @@ class _Runner:
                 os.close(fd)
             for job in self.running:  # only on an unexpected error: leave nothing behind
                 job.process.kill()
-        result = self.result
-        if result.status != "interrupted" and result.aborted_by is not None:
-            result.status = "failed"
-        result.duration = time.monotonic() - started
-        self.reporter.run_finished(result)
-        return result
+        for lane in self.lanes:
+            if not lane.started and self.interrupted:
+                lane.result.status = "interrupted"
+        return [lane.result for lane in self.lanes]
 
 
 def _is_current_dir(path: str) -> bool:
@@ -358,4 +437,12 @@ def _catch_signals(wake_fd: int, caught: list[int]) -> Callable[[], None]:
 
 def run_plan(plan: Plan, reporter: Reporter) -> RunResult:
     """Execute `plan` on this machine and report as it goes. Never raises for a failing hook."""
-    return _Runner(plan, reporter).run()
+    return _Runner([plan], reporter, None, 1).run()[0]
+
+
+def run_plans(
+    plans: list[Plan], reporter: Reporter, starter: Starter | None, concurrency: int
+) -> list[RunResult]:
+    """Execute plans side by side, each on its target (one lane per plan), at most `concurrency` lanes at
+    work at once. Within a lane, the plan's order, parallelism and failure mode apply as in `run_plan`."""
+    return _Runner(plans, reporter, starter, concurrency).run()

@@ -29,6 +29,7 @@ class HookResult:
     tail: bytes = b""
     output_bytes: int = 0
     log_path: str | None = None
+    target: str = "local"  # the host or container it ran on
 
     @property
     def ok(self) -> bool:

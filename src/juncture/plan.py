@@ -9,6 +9,7 @@ from .discovery import Hook, discover
 from .environment import Identity, contract, git_commit, new_run_id, resolve_context
 from .events import EventSpec
 from .project import Project
+from .targets import LOCAL, Target
 from .tasks import expand
 
 __all__ = ["Plan", "event_hooks", "make_plan", "template_context"]
@@ -36,6 +37,7 @@ class Plan:
     env: dict[str, str]  # the contract; the local target adds it to the caller's environment
     hooks: tuple[Hook, ...]
     log_dir: str
+    target: Target = LOCAL  # where the hooks run
 
 
 def template_context(values: dict[str, str], variables: dict[str, str]) -> dict[str, str]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ..events import event_name_problem
 from ..phases import DEPLOY_PHASES, FAILED, ROLLBACK
+from .hosts import HOST_STAGE_KEYS, SELECTOR_KEYS, Placement, Selector, parse_placement, parse_selector
 from .located import Located
 from .values import kind, mapping, scalar, seconds, string, string_list
 
@@ -22,7 +23,7 @@ __all__ = ["DeployConfig", "Script", "Source", "Stage", "Task", "Text", "parse_d
 
 DEFAULT_KEEP_RELEASES = 5
 DEPLOY_KEYS = ("stages", "source", "shared", "keep_releases", "variables", "tasks", "hooks", "phases")
-_STAGE_KEYS = ("deploy_to", "variables", "keep_releases")
+_STAGE_KEYS = ("deploy_to", "variables", "keep_releases", *HOST_STAGE_KEYS)
 _TASK_KEYS = (
     "desc",
     "run",
@@ -34,9 +35,7 @@ _TASK_KEYS = (
     "timeout",
     "continue_on_error",
     "on",
-    "local",
-    "roles",
-    "once",
+    *SELECTOR_KEYS,
     "replace",
 )
 _REPLACEABLE = (ROLLBACK,)
@@ -68,9 +67,10 @@ class Text:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    deploy_to: str  # absolute
+    deploy_to: str  # absolute; with hosts, a template rendered per host (`{{ host.name }}`)
     variables: dict[str, str]
     keep_releases: int
+    placement: Placement = field(default_factory=Placement)
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,9 @@ class Task:
     timeout: float | None = None
     continue_on_error: bool = False
     on: tuple[str, ...] = ()
-    local: bool = False
-    roles: tuple[str, ...] = ()
-    once: bool = False
+    selector: Selector = field(
+        default_factory=Selector
+    )  # where it runs; empty: every host of the stage (or this machine)
     replace: str | None = None
     source: str = ""  # juncture.yaml:LINE
 
@@ -213,11 +213,18 @@ def _stage(doc: Located, name: str, body: Any, root: str, keep: int, common: dic
     deploy_to = string(doc, body["deploy_to"], (*path, "deploy_to"))
     if not deploy_to:
         raise doc.error((*path, "deploy_to"), "expected a directory, got an empty string")
+    placement = parse_placement(doc, body, path)
+    if placement.hosts:
+        if not deploy_to.startswith(("/", "~", "{{")):
+            raise doc.error((*path, "deploy_to"), "with hosts, deploy_to is an absolute path on each host")
+    else:
+        deploy_to = os.path.normpath(os.path.join(root, os.path.expanduser(deploy_to)))
     return Stage(
         name=name,
-        deploy_to=os.path.normpath(os.path.join(root, os.path.expanduser(deploy_to))),
+        deploy_to=deploy_to,
         variables={**common, **_variables(doc, body.get("variables", {}), (*path, "variables"))},
         keep_releases=_count(doc, body.get("keep_releases", keep), (*path, "keep_releases")),
+        placement=placement,
     )
 
 
@@ -335,9 +342,7 @@ def _task(doc: Located, name: str, body: Any, root: str) -> Task:
         timeout=None if timeout is None else seconds(doc, timeout, (*path, "timeout")),
         continue_on_error=_flag(doc, body, "continue_on_error", path),
         on=string_list(doc, body.get("on", []), (*path, "on")),
-        local=_flag(doc, body, "local", path),
-        roles=string_list(doc, body.get("roles", []), (*path, "roles")),
-        once=_flag(doc, body, "once", path),
+        selector=parse_selector(doc, body, path),
         replace=string(doc, body["replace"], (*path, "replace")) if "replace" in body else None,
         source=f"{os.path.basename(doc.file)}:{doc.line(path)}",
     )
