@@ -19,3 +19,4 @@ class Command:
     scope: tuple[tuple[int, bool], ...] = ()
     script: str | None = None  # inline script text: written to a private file whose path ends argv
     suffix: str = ""  # of that file, for interpreters that look at it
+    file: str | None = None  # a script file that ends argv (uploaded when the command runs on a host)

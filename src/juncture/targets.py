@@ -13,17 +13,14 @@ from .config.hosts import Container, Host, Placement, Selector
 from .errors import UsageError
 
 __all__ = [
-    "AUDIENCE_FORMS",
     "LOCAL",
     "Target",
-    "audience_problem",
     "header_selector",
+    "matches",
     "resolve_audience",
     "select",
     "visible",
 ]
-
-AUDIENCE_FORMS = ("local", "hosts", "role:NAME", "host:NAME", "container:KIND")
 
 
 @dataclass(frozen=True)
@@ -39,13 +36,6 @@ class Target:
 
 
 LOCAL = Target("local", "local")
-
-
-def audience_problem(item: str) -> str | None:
-    kind, _, name = item.partition(":")
-    if item in ("local", "hosts") or (kind in ("role", "host", "container") and name):
-        return None
-    return f"{item!r} is not an audience (expected {', '.join(AUDIENCE_FORMS)})"
 
 
 def _host_target(host: Host) -> Target:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .command import Command
 from .config.deploy import DeployConfig, Script, Task
@@ -28,7 +28,12 @@ _invocations = itertools.count(1)  # scope ids, unique across every plan of a ru
 
 class _Expansion:
     def __init__(
-        self, config: DeployConfig, root: str, event: str, context: dict[str, str], default_dir: str | None
+        self,
+        config: DeployConfig,
+        root: str,
+        event: str,
+        context: Mapping[str, object],
+        default_dir: str | None,
     ) -> None:
         self.config = config
         self.root = root
@@ -72,7 +77,7 @@ def expand(
     root: str,
     event: str,
     names: Iterable[str],
-    context: dict[str, str],
+    context: Mapping[str, object],
     default_dir: str | None = None,
 ) -> tuple[Hook, ...]:
     """The commands of tasks `names` attached to `event`, each wrapped in its task hooks."""
@@ -93,7 +98,7 @@ def _script_command(
         with open(script.path, "rb") as handle:
             first = handle.readline(512)
         interpreter = script.interpreter or _interpreter(script, first, os.path.splitext(script.path)[1])
-        return Command((*interpreter, script.path), cwd, env, timeout, scope)
+        return Command((*interpreter, script.path), cwd, env, timeout, scope, file=script.path)
     text = script.text or ""
     first_line = text.encode().split(b"\n", 1)[0]
     interpreter = script.interpreter or _interpreter(script, first_line, "", default=("sh",))

@@ -6,6 +6,7 @@ An undefined name is an error that names the file, line and key the value came f
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 __all__ = ["render"]
 
 
-def render(text: Text, context: dict[str, str]) -> str:
+def render(text: Text, context: Mapping[str, object]) -> str:
     value = text.value
     if "{{" not in value and "{%" not in value and "{#" not in value:
         return value

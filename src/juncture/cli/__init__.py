@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     fire.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a context field")
     fire.add_argument("--verb", default="fire", help="the verb that fired the event (<PREFIX>VERB)")
     fire.add_argument("--dry-run", action="store_true", help="run nothing; print the plan and environment")
+    fire.add_argument("--stage", help="fire on the stage's targets (the event's audience, tasks' selectors)")
+    fire.add_argument("--concurrency", type=int, metavar="N", help="targets at work at once (default 64)")
     output = fire.add_mutually_exclusive_group()
     output.add_argument("-v", "--verbose", action="store_true", help="stream every output line live")
     output.add_argument("-q", "--quiet", action="store_true", help="print failures only")

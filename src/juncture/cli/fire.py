@@ -13,6 +13,10 @@ from .common import parse_assignments, project_from, relative
 
 def run(args: argparse.Namespace) -> int:
     project = project_from(args)
+    if args.stage is not None:
+        from .fire_stage import fire_on_stage
+
+        return fire_on_stage(project, args)
     plan = make_plan(
         project,
         args.event,
@@ -24,15 +28,7 @@ def run(args: argparse.Namespace) -> int:
     if args.dry_run:
         _print_plan(plan, project.root, args.json)
         return 0
-    reporter: Reporter
-    if args.json:
-        from ..render.jsonlines import JsonReporter
-
-        reporter = JsonReporter()
-    else:
-        from ..render.terminal import TerminalReporter
-
-        reporter = TerminalReporter("verbose" if args.verbose else "quiet" if args.quiet else "normal")
+    reporter = make_reporter(args)
     os.chdir(project.root)  # hooks run here; being here already lets the engine use posix_spawn
     result = run_plan(plan, reporter)
     if result.exit_code and not args.json:
@@ -40,6 +36,17 @@ def run(args: argparse.Namespace) -> int:
 
         sys.stderr.write(f"juncture: {result.message()}\n")
     return result.exit_code
+
+
+def make_reporter(args: argparse.Namespace, summary: bool = True) -> Reporter:
+    if args.json:
+        from ..render.jsonlines import JsonReporter
+
+        return JsonReporter()
+    from ..render.terminal import TerminalReporter
+
+    mode = "verbose" if args.verbose else "quiet" if args.quiet else "normal"
+    return TerminalReporter(mode, summary=summary)
 
 
 def _print_plan(plan: Plan, root: str, as_json: bool) -> None:

@@ -12,6 +12,7 @@ from .located import Located
 from .values import kind, mapping, seconds, string, string_list
 
 __all__ = [
+    "AUDIENCE_FORMS",
     "HOST_STAGE_KEYS",
     "Container",
     "Health",
@@ -20,6 +21,7 @@ __all__ = [
     "Rollout",
     "Selector",
     "SshOptions",
+    "audience_problem",
     "parse_placement",
     "parse_selector",
 ]
@@ -42,6 +44,7 @@ _SSH_KEYS = (
 _KNOWN_HOSTS = ("strict", "accept-new")
 _ENGINES = ("podman", "docker")
 DEFAULT_CONCURRENCY = 64
+AUDIENCE_FORMS = ("local", "hosts", "role:NAME", "host:NAME", "container:KIND")
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,13 @@ class Selector:
 
     def __bool__(self) -> bool:
         return bool(self.local or self.roles or self.hosts or self.once or self.containers)
+
+
+def audience_problem(item: str) -> str | None:
+    kind, _, name = item.partition(":")
+    if item in ("local", "hosts") or (kind in ("role", "host", "container") and name):
+        return None
+    return f"{item!r} is not an audience (expected {', '.join(AUDIENCE_FORMS)})"
 
 
 def parse_selector(doc: Located, body: dict[str, Any], path: tuple[str, ...]) -> Selector:

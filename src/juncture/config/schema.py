@@ -18,8 +18,9 @@ from ..events import (
     event_name_problem,
 )
 from .deploy import DEPLOY_KEYS, DeployConfig, parse_deploy
+from .hosts import AUDIENCE_FORMS, SELECTOR_KEYS, Selector, audience_problem, parse_selector
 from .located import Located
-from .values import mapping, scalar, seconds, string
+from .values import mapping, scalar, seconds, string, string_list
 
 __all__ = ["DEFAULT_HOOKS_PATH", "Config", "parse_config"]
 
@@ -39,7 +40,6 @@ _EVENT_KEYS = (
     "fields",
 )
 _FIELD_KEYS = ("required", "default", "description")
-_AUDIENCES = ("local",)
 _PREFIX = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -55,6 +55,7 @@ class Config:
     deploy: DeployConfig
     timeout: float = DEFAULT_TIMEOUT  # for events juncture.yaml does not declare
     grace: float = DEFAULT_GRACE
+    layer_scopes: tuple[Selector, ...] = ()  # per layer: which targets its hooks reach (empty: all)
 
 
 def parse_config(doc: Located, root: str) -> Config:
@@ -74,17 +75,26 @@ def parse_config(doc: Located, root: str) -> Config:
         raw_layers = [raw_layers]
     if not isinstance(raw_layers, list) or not raw_layers:
         raise doc.error(("hooks_path",), "expected a path or a non-empty list of paths (layers, base first)")
-    layers = tuple(
-        os.path.normpath(os.path.join(root, string(doc, item, ("hooks_path", str(i)))))
-        for i, item in enumerate(raw_layers)
-    )
+    scopes = []
+    paths = []
+    for i, item in enumerate(raw_layers):
+        key: tuple[str, ...] = ("hooks_path", str(i))
+        if isinstance(item, dict):  # a layer scoped to roles, hosts or container kinds
+            mapping(doc, item, key, ("path", *SELECTOR_KEYS))
+            scopes.append(parse_selector(doc, item, key))
+            item = item.get("path")
+            key = (*key, "path")
+        else:
+            scopes.append(Selector())
+        paths.append(string(doc, item, key))
+    layers = tuple(os.path.normpath(os.path.join(root, path)) for path in paths)
     configured = "hooks_path" in data
     for i, layer in enumerate(layers):
         # The default layer may be missing (no hooks yet); a configured one is a promise.
         if not os.path.isdir(layer) and (configured or os.path.lexists(layer)):
-            key = ("hooks_path", str(i)) if isinstance(data.get("hooks_path"), list) else ("hooks_path",)
+            where = ("hooks_path", str(i)) if isinstance(data.get("hooks_path"), list) else ("hooks_path",)
             what = "is not a directory" if os.path.lexists(layer) else "does not exist"
-            raise doc.error(key, f"hooks directory {layer} {what}")
+            raise doc.error(where, f"hooks directory {layer} {what}")
 
     raw_events = data.get("events") or {}
     mapping(doc, raw_events, ("events",), None)
@@ -94,7 +104,7 @@ def parse_config(doc: Located, root: str) -> Config:
         if _named(doc, name)
     }
     deploy = parse_deploy(doc, data, root, lambda name: name in events or name in BUILT_IN)
-    return Config(doc.file, root, app, prefix, layers, events, deploy, timeout, grace)
+    return Config(doc.file, root, app, prefix, layers, events, deploy, timeout, grace, tuple(scopes))
 
 
 def _named(doc: Located, name: Any) -> bool:
@@ -120,11 +130,13 @@ def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> 
     parallel = body.get("parallel", 1)
     if type(parallel) is not int or parallel < 1:
         raise doc.error((*path, "parallel"), "expected a whole number >= 1")
-    audience = body.get("audience", ["local"])
-    if isinstance(audience, str):
-        audience = [audience]
-    if not isinstance(audience, list) or not all(a in _AUDIENCES for a in audience) or not audience:
-        raise doc.error((*path, "audience"), f"expected a list of: {', '.join(_AUDIENCES)}")
+    audience = string_list(doc, body.get("audience", ["local"]), (*path, "audience"))
+    if not audience:
+        raise doc.error((*path, "audience"), f"expected a list of: {', '.join(AUDIENCE_FORMS)}")
+    for i, item in enumerate(audience):
+        problem = audience_problem(item)
+        if problem:
+            raise doc.error((*path, "audience", str(i)), problem)
     return EventSpec(
         name=name,
         revision=revision,

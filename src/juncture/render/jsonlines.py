@@ -42,13 +42,26 @@ class JsonReporter:
         )
 
     def hook_started(self, result: HookResult) -> None:
-        emit({"type": "hook-start", "hook": result.hook.label, "path": result.hook.path}, stream=self.out)
+        emit(
+            {
+                "type": "hook-start",
+                "hook": result.hook.label,
+                "path": result.hook.path,
+                "host": result.target,
+            },
+            stream=self.out,
+        )
 
     def hook_output(self, result: HookResult, lines: list[bytes]) -> None:
         label = result.hook.label
         emit(
             *(
-                {"type": "hook-output", "hook": label, "line": line.decode("utf-8", "replace")}
+                {
+                    "type": "hook-output",
+                    "hook": label,
+                    "host": result.target,
+                    "line": line.decode("utf-8", "replace"),
+                }
                 for line in lines
             ),
             stream=self.out,
@@ -59,6 +72,7 @@ class JsonReporter:
             {
                 "type": "hook-end",
                 "hook": result.hook.label,
+                "host": result.target,
                 "path": result.hook.path,
                 "status": result.status,
                 "tolerated": result.tolerated,

@@ -46,12 +46,17 @@ class TerminalReporter:
         if self.mode != "quiet" and not plan.hooks:
             self.write(f"event {plan.event.name}: no hooks\n")
 
+    def lead(self, result: HookResult) -> str:
+        """The indent, and `[host] ` for a hook that ran anywhere but here."""
+        return self.indent if result.target == "local" else f"{self.indent}[{result.target}] "
+
     def hook_started(self, result: HookResult) -> None:
         if self.mode == "verbose":
-            self.write(f"{self.indent}→ {result.hook.label}\n")
+            self.write(f"{self.lead(result)}→ {result.hook.label}\n")
 
     def hook_output(self, result: HookResult, lines: list[bytes]) -> None:
-        prefix = self.indent.encode() + b"[" + result.hook.name.encode() + b"] "
+        where = "" if result.target == "local" else f"{result.target} "
+        prefix = f"{self.indent}[{where}{result.hook.name}] ".encode()
         self.out.write(prefix + (b"\n" + prefix).join(lines) + b"\n")
         self.out.flush()
 
@@ -60,13 +65,15 @@ class TerminalReporter:
         if self.mode == "quiet" and not failed:
             return
         if result.status == "skipped":
-            self.write(f"{self.indent}- {result.hook.label}  {describe(result)}\n")
+            self.write(f"{self.lead(result)}- {result.hook.label}  {describe(result)}\n")
             return
         mark = self.ok if result.ok else self.bad
         detail = "" if result.ok else f"  {describe(result)}"
         if result.tolerated:
             detail += " (continue_on_error)"
-        self.write(f"{self.indent}{mark} {result.hook.label}{detail}  {format_duration(result.duration)}\n")
+        self.write(
+            f"{self.lead(result)}{mark} {result.hook.label}{detail}  {format_duration(result.duration)}\n"
+        )
         if failed and self.mode != "verbose":
             self.write_output(result)
 

@@ -19,20 +19,15 @@ from typing import Any, TypeVar
 import asyncssh
 
 from ..config.hosts import Host, SshOptions
-from ..errors import JunctureError
 from .remote_script import NOT_STARTED, PGID_MARK, Upload, hook_script, quote
 
-__all__ = ["RemoteProcess", "SshPool", "Unreachable"]
+__all__ = ["RemoteProcess", "SshPool"]
 
 T = TypeVar("T")
 _CONNECT_TRIES = 6  # sshd's MaxStartups drops connections beyond its limit: try again, backing off
 _BACKOFF = 0.15
 _CHANNELS = 8  # sessions per connection at once: below sshd's default MaxSessions (10), room for kills
 _RETRYABLE = (OSError, asyncssh.ConnectionLost, asyncssh.DisconnectError, TimeoutError, EOFError)
-
-
-class Unreachable(JunctureError):
-    exit_code = 1
 
 
 class _Verifier(asyncssh.SSHClient):
@@ -53,9 +48,8 @@ class _Connection:
     host: Host
     conn: asyncssh.SSHClientConnection
     channels: asyncio.Semaphore
-    directory: str  # private per-run directory for uploaded hooks
-    uploaded: set[str] = field(default_factory=set)
-    made_dir: bool = False
+    directory: str  # private per-run directory for uploaded hooks (on the host, or in a container)
+    uploaded: dict[str, set[str]] = field(default_factory=dict)  # where ("" or a container) -> files
 
 
 class SshPool:
@@ -156,11 +150,11 @@ class SshPool:
 
     async def _close_all(self) -> None:
         async def one(c: _Connection) -> None:
-            try:
-                if c.made_dir:
-                    await asyncio.wait_for(c.conn.run(f"rm -rf {quote(c.directory)}"), 10)
-            except (asyncssh.Error, OSError, TimeoutError):
-                pass
+            for via in c.uploaded:
+                try:
+                    await asyncio.wait_for(c.conn.run(f"{via}rm -rf {quote(c.directory)}"), 10)
+                except (asyncssh.Error, OSError, TimeoutError):
+                    pass
             c.conn.close()
             await c.conn.wait_closed()
 
@@ -195,9 +189,15 @@ class SshPool:
     # -- hooks ------------------------------------------------------------------------------------
 
     def spawn(
-        self, name: str, argv: list[str | Upload], env: dict[str, str], cwd: str | None
+        self,
+        name: str,
+        argv: list[str | Upload],
+        env: dict[str, str],
+        cwd: str | None,
+        container: tuple[str, str] | None = None,
     ) -> RemoteProcess:
-        process = RemoteProcess(self, name)
+        """Start a hook on host `name`, or in a container there: (engine, container name)."""
+        process = RemoteProcess(self, name, container)
         self.loop.call_soon_threadsafe(self._start, process, argv, env, cwd)
         return process
 
@@ -208,9 +208,10 @@ class SshPool:
         if c is None:
             process.finish(NOT_STARTED, f"host {process.host} is not connected")
             return
-        uploads = [a for a in argv if isinstance(a, Upload)]
-        send = [u for u in uploads if u.name not in c.uploaded]
-        c.made_dir = c.made_dir or bool(send)
+        uploaded = (
+            c.uploaded.setdefault(process.via, set()) if any(isinstance(a, Upload) for a in argv) else set()
+        )
+        send = [a for a in argv if isinstance(a, Upload) and a.name not in uploaded]
         script = hook_script(argv, env, cwd, c.directory, send)
         process.task = self.loop.create_task(process.run(c, script, send))
 
@@ -244,9 +245,11 @@ class RemoteProcess:
     """A hook running on a host, seen by the engine like a LocalProcess: `out_fd` carries its output,
     `exit_fd` turns readable when it ended. The loop thread writes both."""
 
-    def __init__(self, pool: SshPool, host: str) -> None:
+    def __init__(self, pool: SshPool, host: str, container: tuple[str, str] | None = None) -> None:
         self.pool = pool
         self.host = host
+        # In a container the hook's group lives inside it: start and signal it through `exec`.
+        self.via = f"{container[0]} exec -i {quote(container[1])} " if container else ""
         self.out_fd, self._out_w = os.pipe()
         self.exit_fd, self._exit_w = os.pipe()
         os.set_blocking(self._out_w, False)
@@ -263,14 +266,15 @@ class RemoteProcess:
         code, error = 255, ""
         try:
             async with c.channels:
-                channel = await c.conn.create_process("exec sh -s", encoding=None)
+                channel = await c.conn.create_process(f"exec {self.via}sh -s", encoding=None)
                 self.channel = channel
                 channel.stdin.write(script)
                 channel.stdin.write_eof()
                 mark = await channel.stderr.readline()
                 if mark.startswith(PGID_MARK):
                     self.pgid = int(mark[len(PGID_MARK) :])
-                    c.uploaded.update(u.name for u in send)
+                    if send:
+                        c.uploaded.setdefault(self.via, set()).update(u.name for u in send)
                     for signal_name in self.pending:
                         self._signal(signal_name)
                 elif mark:
@@ -308,7 +312,7 @@ class RemoteProcess:
             self.pending.append(name)
             return
         # The shell's own kill: Debian's /bin/kill reads -PGID as a signal number; dash refuses --.
-        command = f"exec sh -c 'kill -{name} -{self.pgid}' 2>/dev/null"
+        command = f"exec {self.via}sh -c 'kill -{name} -{self.pgid}' 2>/dev/null"
         conn = self.connection.conn
 
         async def send() -> None:

@@ -1,0 +1,80 @@
+"""`juncture fire EVENT --stage STAGE`: the event's hooks on the stage's hosts and containers."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+from ..environment import git_commit, identity, new_run_id, resolve_context
+from ..fanout import event_waves, host_context
+from ..fleet import Fleet
+from ..pipeline import stage_of
+from ..plan import template_context
+from ..project import Project
+from ..render.terminal import format_duration
+from ..targets import Target
+from .common import parse_assignments
+from .fire import make_reporter
+
+
+def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
+    stage = stage_of(project, args.stage)
+    if args.concurrency is not None:
+        if args.concurrency < 1:
+            raise SystemExit("juncture: --concurrency must be at least 1")
+        placement = dataclasses.replace(stage.placement, concurrency=args.concurrency)
+        stage = dataclasses.replace(stage, placement=placement)
+    spec = project.event(args.event)
+    who = identity()
+    run_id = new_run_id(who.started)
+    resolved = resolve_context(spec, parse_assignments(args.set))
+    version = resolved.get("VERSION") or git_commit(project.root)
+    values = {"APP": project.config.app, "VERSION": version, "STAGE": stage.name, **resolved}
+
+    def context(target: Target) -> dict[str, object]:
+        return {**template_context(values, stage.variables), "host": host_context(target)}
+
+    waves = event_waves(project, stage, spec.name, context=context, default_dir=lambda _: None)
+    fleet = Fleet(project, stage, run_id, who, args.verb, args.dry_run)
+    log_dir = os.path.join(project.state_dir, "logs", run_id)
+    if args.dry_run:
+        for i, wave in enumerate(waves, 1):
+            print(f"wave {i}:")
+            for share in wave:
+                for hook in share.hooks:
+                    print(f"  [{share.target.name}] {hook.label}  {hook.path}")
+        return 0
+    os.chdir(project.root)
+    started = time.monotonic()
+    reporter = make_reporter(args, summary=False)
+    results = []
+    try:
+        fleet.reach(waves)
+        for wave in waves:
+            plans = fleet.plans(spec.name, wave, lambda _: values, log_dir, project.root)
+            wave_results = fleet.run(plans, reporter)
+            results += wave_results
+            if any(r.status != "ok" for r in wave_results):
+                break
+    finally:
+        fleet.close()
+    failed = [r for r in results if r.status != "ok"]
+    hooks = sum(len(r.hooks) for r in results)
+    targets = {r.plan.target.name for r in results}
+    if not args.json and not args.quiet:
+        bad = sum(len(r.failures) for r in results)
+        line = f"event {spec.name}: {hooks} hook run(s) on {len(targets)} target(s), {bad} failed"
+        if fleet.skipped:
+            line += f"; unreachable, skipped: {', '.join(sorted(fleet.skipped))}"
+        print(f"{line} in {format_duration(time.monotonic() - started)}")
+    for why in fleet.skipped.values():
+        sys.stderr.write(f"juncture: skipped {why}\n")
+    if failed:
+        worst = next((r for r in failed if r.status == "interrupted"), failed[0])
+        if not args.json:
+            sys.stderr.write(f"juncture: [{worst.plan.target.name}] {worst.message()}\n")
+        return worst.exit_code
+    return 0
