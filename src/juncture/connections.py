@@ -26,6 +26,7 @@ class Connections:
         self.unreachable: dict[str, str] = {}  # host name -> why
         self._files: dict[str, Upload] = {}
         self._token = f"{run_id}-{secrets.token_hex(8)}"
+        self._containers: set[tuple[str, str]] = set()  # local (engine, name) that got uploads
 
     # -- SSH --------------------------------------------------------------------------------------
 
@@ -45,6 +46,19 @@ class Connections:
         return failed
 
     def close(self) -> None:
+        """Remove uploaded hooks from local containers, close the SSH connections (which cleans up
+        the hosts)."""
+        if self._containers:
+            import subprocess
+
+            for engine, name in self._containers:
+                subprocess.run(
+                    [engine, "exec", name, "rm", "-rf", self._directory],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            self._containers.clear()
         if self.pool is not None:
             self.pool.close()
             self.pool = None
@@ -61,9 +75,15 @@ class Connections:
             return self.ssh().spawn(container.host, argv, env, cwd, (container.engine, container.name))
         from .runners.container import ContainerProcess
 
-        directory = f"/tmp/juncture-{self._token}"
-        script = hook_script(argv, env, cwd, directory, [a for a in argv if isinstance(a, Upload)])
+        uploads = [a for a in argv if isinstance(a, Upload)]
+        if uploads:
+            self._containers.add((container.engine, container.name))
+        script = hook_script(argv, env, cwd, self._directory, uploads)
         return ContainerProcess(container.engine, container.name, script)
+
+    @property
+    def _directory(self) -> str:
+        return f"/tmp/juncture-{self._token}"
 
     def _upload(self, path: str) -> Upload:
         upload = self._files.get(path)
