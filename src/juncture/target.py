@@ -33,6 +33,23 @@ def release_key(name: str) -> tuple[str, int]:
     return base, int(suffix) if suffix.isdigit() else 0
 
 
+def next_release_name(names: list[str]) -> str:
+    base = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    taken = [release_key(n.removesuffix(PARTIAL))[1] for n in names if n.split(".")[0] == base]
+    return f"{base}.{max(taken) + 1}" if taken else base
+
+
+def parse_revisions(text: str) -> list[Revision]:
+    found = []
+    for line in text.splitlines():
+        at, _, rest = line.partition(" ")
+        action, _, rest = rest.partition(" ")
+        fields = dict(item.partition("=")[::2] for item in rest.split(" ") if "=" in item)
+        if "release" in fields:
+            found.append(Revision(at, action, fields["release"], fields))
+    return found
+
+
 class StepFailed(JunctureError):
     """A built-in action of a phase failed; the message says what and where."""
 
@@ -89,25 +106,14 @@ class LocalTarget:
     def revisions(self) -> list[Revision]:
         try:
             with open(self.revisions_log) as handle:
-                lines = handle.read().splitlines()
+                return parse_revisions(handle.read())
         except FileNotFoundError:
             return []
-        found = []
-        for line in lines:
-            at, _, rest = line.partition(" ")
-            action, _, rest = rest.partition(" ")
-            fields = dict(item.partition("=")[::2] for item in rest.split(" ") if "=" in item)
-            if "release" in fields:
-                found.append(Revision(at, action, fields["release"], fields))
-        return found
 
     def new_release_name(self) -> str:
         """A UTC timestamp; a later release within the same second gets a suffix above every
         existing one, so it sorts last even after pruning removed the base name."""
-        base = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-        names = os.listdir(self.releases_dir) if os.path.isdir(self.releases_dir) else []
-        taken = [release_key(n.removesuffix(PARTIAL))[1] for n in names if n.split(".")[0] == base]
-        return f"{base}.{max(taken) + 1}" if taken else base
+        return next_release_name(os.listdir(self.releases_dir) if os.path.isdir(self.releases_dir) else [])
 
     # -- actions ----------------------------------------------------------------------------------
 
@@ -137,7 +143,7 @@ class LocalTarget:
                 if not os.path.isdir(source.path):
                     raise StepFailed(f"source directory {source.path} does not exist")
                 # deploy_to may lie inside the source (the default source is the whole project)
-                excluded = _excluder(source.path, source.exclude, self.deploy_to)
+                excluded = source_excluder(source.path, source.exclude, self.deploy_to)
                 files = _copy_tree(source.path, partial, excluded)
             if os.path.lexists(final):
                 raise StepFailed(f"release {final} already exists")
@@ -216,7 +222,9 @@ def _os_message(exc: OSError) -> str:
     return f"{exc.strerror or exc}{where}"
 
 
-def _excluder(root: str, patterns: tuple[str, ...], deploy_to: str) -> Callable[[str, str], bool] | None:
+def source_excluder(
+    root: str, patterns: tuple[str, ...], deploy_to: str
+) -> Callable[[str, str], bool] | None:
     """`exclude:` patterns match a path relative to the source (`log/*.log`) or any base name (`*.tmp`)."""
     inside = os.path.realpath(deploy_to).startswith(os.path.realpath(root) + os.sep)
     if not patterns and not inside:

@@ -20,9 +20,14 @@ def run(args: argparse.Namespace) -> int:
     mode = "verbose" if args.verbose else "quiet" if args.quiet else "normal"
     output = PipelineOutput(mode)
     config = project.config.deploy
+    kind: type[Pipeline] = Pipeline
+    if stage.placement.hosts:
+        from ..fleet_pipeline import FleetPipeline
+
+        kind = FleetPipeline
     if args.command == "deploy":
         steps = deploy_steps(config.phases)
-        pipeline = Pipeline(
+        pipeline = kind(
             project,
             stage,
             "deploy",
@@ -36,9 +41,16 @@ def run(args: argparse.Namespace) -> int:
     else:
         replaced = any(task.replace == ROLLBACK for task in config.tasks.values())
         target = LocalTarget(stage.deploy_to)
-        release = "" if replaced and args.to is None else rollback_release(target, args.to)
+        remote = bool(stage.placement.hosts)  # the release is chosen on the primary, once connected
+        release = (
+            ""
+            if (replaced or remote) and args.to is None
+            else args.to
+            if remote
+            else rollback_release(target, args.to)
+        )
         steps = rollback_steps()
-        pipeline = Pipeline(
+        pipeline = kind(
             project,
             stage,
             "rollback",
@@ -46,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             output,
             release=release,
             rollback_to=args.to,
-            version=_version_of(target, release),
+            version=None if remote else _version_of(target, release),
             skip_hooks=args.skip_hooks,
             dry_run=args.dry_run,
             lock_wait=args.lock_wait,

@@ -176,10 +176,14 @@ class SshPool:
 
     async def _run(self, name: str, script: str, data: bytes) -> tuple[int, str]:
         c = self.connections[name]
-        stdin = script.encode() + data
+        # The script comes on stdin (no secret on a command line) unless `data` needs stdin: built-in
+        # steps that send data carry only paths in their script.
+        command, stdin = (
+            ("exec sh -s", script.encode()) if not data else (f"exec sh -c {quote(script)}", data)
+        )
         try:
             async with c.channels:
-                done = await c.conn.run("exec sh -s", input=stdin, encoding=None, stderr=asyncssh.STDOUT)
+                done = await c.conn.run(command, input=stdin, encoding=None, stderr=asyncssh.STDOUT)
         except (asyncssh.Error, OSError) as exc:
             return 255, f"connection to {name} lost: {exc}"
         output = done.stdout if isinstance(done.stdout, bytes) else b""
