@@ -9,6 +9,7 @@ with its neighbours, which keeps a stage without hosts at one plan per event, as
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -90,7 +91,7 @@ def _directory_hooks(
     scoped = any(config.layer_scopes)
     found: dict[tuple[str, ...], tuple[Hook, ...]] = {}
     shares = []
-    once_taken: set[str] = set()
+    primary = stage.placement.primary if stage is not None else None
     for target in targets:
         if not allowed(target):
             continue
@@ -100,13 +101,19 @@ def _directory_hooks(
         hooks = []
         for hook in found[layers]:
             selector = header_selector(hook.path) if len(targets) > 1 or scoped else None
-            if selector is not None and not matches(selector, target) and not selector.once:
+            if selector is None:
+                hooks.append(hook)
                 continue
-            if selector is not None and selector.once:
-                if hook.path in once_taken:
-                    continue
-                once_taken.add(hook.path)
-            hooks.append(hook)
+            wide = dataclasses.replace(selector, once=False)
+            fits = [t for t in targets if (not wide or matches(wide, t)) and allowed(t)]
+            if selector.once:  # the primary host when it fits, else the first that does
+                fits = (
+                    [next((t for t in fits if t.host is not None and t.host == primary), fits[0])]
+                    if fits
+                    else []
+                )
+            if target in fits:
+                hooks.append(hook)
         if hooks:
             shares.append(Share(target, tuple(hooks)))
     return shares

@@ -73,6 +73,8 @@ def describe(result: HookResult) -> str:
     if result.status == "timeout":
         return f"timed out after {result.timeout:g} s"
     if result.status == "error":
+        if result.error.startswith("connection to"):  # a remote hook whose host went away
+            return result.error
         return f"could not start: {result.error}"
     if result.status == "interrupted":
         return "was interrupted"
