@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .config.deploy import Stage
+from .config.hosts import Selector
 from .discovery import Hook, discover
 from .errors import UsageError
 from .project import Project
@@ -92,6 +93,7 @@ def _directory_hooks(
     found: dict[tuple[str, ...], tuple[Hook, ...]] = {}
     shares = []
     primary = stage.placement.primary if stage is not None else None
+    headers: dict[str, Selector | None] = {}  # each hook file is read once, not once per target
     for target in targets:
         if not allowed(target):
             continue
@@ -100,7 +102,9 @@ def _directory_hooks(
             found[layers] = discover(layers, event)[0]
         hooks = []
         for hook in found[layers]:
-            selector = header_selector(hook.path) if len(targets) > 1 or scoped else None
+            if hook.path not in headers:
+                headers[hook.path] = header_selector(hook.path) if len(targets) > 1 or scoped else None
+            selector = headers[hook.path]
             if selector is None:
                 hooks.append(hook)
                 continue

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 
 from .config.deploy import Stage
+from .config.hosts import Host
 from .connections import Connections
 from .engine import Reporter, run_plans
 from .environment import Identity, contract
@@ -40,13 +41,17 @@ class Fleet:
         self.connections = Connections(placement, run_id) if placement is not None else None
         self.skipped: dict[str, str] = {}  # unreachable hosts left out (on_unreachable: skip)
 
-    def reach(self, waves: list[list[Share]]) -> None:
-        """Connect to every host the waves need. `abort`: an unreachable host fails the run before
-        anything ran; `skip`: it is left out and reported."""
+    def hosts_of(self, waves: list[list[Share]]) -> list[Host]:
+        """The stage's hosts that the waves' targets run on (or in a container on)."""
+        names = {s.target.host.name for wave in waves for s in wave if s.target.host is not None}
+        return [h for h in self.placement.hosts if h.name in names] if self.placement is not None else []
+
+    def reach(self, hosts: list[Host]) -> None:
+        """Connect to `hosts`. `abort`: an unreachable host fails the run before anything ran;
+        `skip`: it is left out and reported."""
         if self.connections is None or self.placement is None:
             return
-        names = {s.target.host.name for wave in waves for s in wave if s.target.host is not None}
-        hosts = [h for h in self.placement.hosts if h.name in names and h.name not in self.skipped]
+        hosts = [h for h in hosts if h.name not in self.skipped]
         failed = self.connections.connect(hosts)
         if failed and self.placement.on_unreachable == "abort":
             first = next(iter(failed.values()))

@@ -48,11 +48,17 @@ class FleetPipeline(Pipeline):
         self.batch: tuple[str, ...] | None = None
         self.batch_facts: dict[str, str] = {}
         self.failed_host = ""
-        self.published = False
+        self._deploy_to: dict[str, str] = {}
 
     # -- where ------------------------------------------------------------------------------------
 
     def deploy_to(self, host: Host) -> str:
+        """The stage's `deploy_to` rendered for `host` (once: it is asked for every hook and step)."""
+        if host.name not in self._deploy_to:
+            self._deploy_to[host.name] = self._render_deploy_to(host)
+        return self._deploy_to[host.name]
+
+    def _render_deploy_to(self, host: Host) -> str:
         text = Text(
             self.stage.deploy_to, self.project.config.file, None, ("stages", self.stage.name, "deploy_to")
         )
@@ -209,7 +215,7 @@ class FleetPipeline(Pipeline):
     def _connect_and_lock(self) -> str:
         hosts = list(self.placement.hosts)
         try:
-            self.fleet.reach([[_share(h) for h in hosts]])
+            self.fleet.reach(hosts)
         except Unreachable as exc:
             raise StepFailed(str(exc)) from None
         primary = self.placement.primary
@@ -400,9 +406,3 @@ class FleetPipeline(Pipeline):
                 f"hosts on release {self.release}: {', '.join(switched)}; "
                 f"still on their previous release: {', '.join(rest) or 'none'}"
             )
-
-
-def _share(host: Host) -> Any:
-    from .fanout import Share
-
-    return Share(Target("ssh", host.name, host), ())

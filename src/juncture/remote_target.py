@@ -42,7 +42,8 @@ def release_tar(source: Source, root: str, deploy_to: str) -> tuple[bytes, int]:
         done = subprocess.run(["git", "-C", root, "archive", "--format=tar", source.git], capture_output=True)
         if done.returncode != 0:
             raise StepFailed(f"git archive {source.git}: {done.stderr.decode(errors='replace').strip()}")
-        return done.stdout, done.stdout.count(b"ustar")
+        with tarfile.open(fileobj=io.BytesIO(done.stdout)) as tar:
+            return done.stdout, sum(1 for member in tar if member.isreg() or member.issym())
     assert source.path is not None
     excluded = source_excluder(source.path, source.exclude, deploy_to)
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:

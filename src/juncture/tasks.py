@@ -17,6 +17,7 @@ from .command import Command
 from .config.deploy import DeployConfig, Script, Task
 from .discovery import Hook
 from .errors import ConfigError
+from .runners.remote_script import interpreter_of
 from .templating import render
 
 __all__ = ["expand"]
@@ -109,10 +110,9 @@ def _interpreter(
     script: Script, first_line: bytes, extension: str, default: tuple[str, ...] | None = None
 ) -> tuple[str, ...]:
     """As the kernel reads a `#!` line (the program and one optional argument), else by extension."""
-    if first_line.startswith(b"#!"):
-        parts = first_line[2:].decode("utf-8", "replace").strip().split(None, 1)
-        if parts:
-            return tuple(parts)
+    shebang = interpreter_of(first_line)
+    if shebang is not None:
+        return shebang
     if extension in _BY_EXTENSION:
         return _BY_EXTENSION[extension]
     if extension in _JS_RUNTIMES:

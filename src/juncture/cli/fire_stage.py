@@ -52,7 +52,7 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
     reporter = make_reporter(args, summary=False)
     results = []
     try:
-        fleet.reach(waves)
+        fleet.reach(fleet.hosts_of(waves))
         for wave in waves:
             plans = fleet.plans(spec.name, wave, lambda _: values, log_dir, project.root)
             wave_results = fleet.run(plans, reporter)

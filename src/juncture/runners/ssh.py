@@ -62,6 +62,7 @@ class SshPool:
         self.thread.start()
         self.connections: dict[str, _Connection] = {}
         self.failed: dict[str, str] = {}  # host name -> why it is unreachable
+        self._known: tuple[str, asyncssh.SSHKnownHosts] | None = None
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -90,16 +91,21 @@ class SshPool:
 
         await asyncio.gather(*(one(h) for h in hosts))
 
+    def _known_hosts(self) -> tuple[str, asyncssh.SSHKnownHosts]:
+        """The known_hosts file, parsed once per run (not once per host)."""
+        if self._known is None:
+            path = self.options.known_hosts_file or os.path.expanduser("~/.ssh/known_hosts")
+            parsed = (
+                asyncssh.read_known_hosts(path) if os.path.exists(path) else asyncssh.import_known_hosts("")
+            )
+            self._known = (path, parsed)
+        return self._known
+
     async def _connect(self, host: Host) -> asyncssh.SSHClientConnection:
         options = self.options
         port = host.port or options.port
         where = f"{host.name} ({host.address}{f':{port}' if port else ''})"
-        known_file = options.known_hosts_file or os.path.expanduser("~/.ssh/known_hosts")
-        known = (
-            asyncssh.read_known_hosts(known_file)
-            if os.path.exists(known_file)
-            else asyncssh.import_known_hosts("")
-        )
+        known_file, known = self._known_hosts()
         listed = known.match(host.address, "", port or 22)
         accept = options.known_hosts == "accept-new" and not (listed[0] or listed[1])
         verifier = _Verifier(accept)
