@@ -6,23 +6,30 @@ For each batch (`rollout.max_concurrent` hosts, in rollout order): the pre-app-b
 `health_check` hooks, retried — before the next batch starts. A failed batch stops the rollout; with
 `auto_rollback` the hosts already switched go back to their previous release, else the report says
 which host runs which release. The deploy lock lives on the primary host.
+
+`host_targets` connects to a stage's hosts for the commands that only read or free their release
+trees (`releases`, `lock`).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from . import lock
-from .config.deploy import Text
+from .config.deploy import Stage, Text
 from .config.hosts import Host
-from .fanout import event_waves, host_context
+from .connections import Connections
+from .environment import new_run_id
+from .fanout import Share, event_waves, host_context
 from .fleet import Fleet, Unreachable
 from .phases import FAILED, ROLLBACK
-from .pipeline import Failure, Pipeline, Step, _HookFailed, _sigterm_interrupts
+from .pipeline import Failure, Pipeline, Step, _HookFailed, _sigterm_interrupts, rollback_release
 from .plan import template_context
+from .project import Project
 from .remote_target import RemoteTarget, release_tar
 from .target import StepFailed, next_release_name
 from .targets import Target
@@ -31,9 +38,45 @@ from .templating import render
 if TYPE_CHECKING:
     from .runners.ssh import SshPool
 
-__all__ = ["FleetPipeline"]
+__all__ = ["FleetPipeline", "host_targets", "render_deploy_to"]
 
 _BATCHED = ("pre-app-boot", "deploy:publishing", "post-app-boot", "after_allocation_started")
+_GATE = "health_check"  # fired by each batch's health gate, not as a step of its own
+_SHOWN = 8  # host names a summary line lists before it abbreviates
+
+
+def render_deploy_to(project: Project, stage: Stage, host: Host) -> str:
+    """The stage's `deploy_to` template rendered for `host`."""
+    text = Text(stage.deploy_to, project.config.file, None, ("stages", stage.name, "deploy_to"))
+    context = {"host": host_context(Target("ssh", host.name, host)), "stage": stage.name}
+    return render(text, {**context, "app": project.config.app})
+
+
+@contextmanager
+def host_targets(
+    project: Project, stage: Stage, hosts: list[Host]
+) -> Iterator[tuple[dict[str, RemoteTarget], dict[str, str]]]:
+    """Connections to `hosts`: the reachable ones' release trees by name, and why each other host
+    could not be reached. Closed on leaving."""
+    connections = Connections(stage.placement, new_run_id(time.time()))
+    try:
+        failed = connections.connect(hosts)
+        pool = connections.ssh()
+        yield (
+            {
+                h.name: RemoteTarget(pool, h.name, render_deploy_to(project, stage, h))
+                for h in hosts
+                if h.name not in failed
+            },
+            failed,
+        )
+    finally:
+        connections.close()
+
+
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
 
 
 class FleetPipeline(Pipeline):
@@ -44,11 +87,20 @@ class FleetPipeline(Pipeline):
         self.previous = ""
         self.remote: dict[str, RemoteTarget] = {}
         self.previous_of: dict[str, str] = {}
-        self.switched: list[str] = []
+        self.current_of: dict[str, str] = {}  # where `current` points on each host, as this run left it
+        self.switched: set[str] = set()  # hosts swapped to the new release by the rollout
         self.batch: tuple[str, ...] | None = None
         self.batch_facts: dict[str, str] = {}
         self.failed_host = ""
         self._deploy_to: dict[str, str] = {}
+        self._hosts = ",".join(h.name for h in self.placement.hosts)
+        self.failing = False
+        if self.verb == "deploy":
+            # The release is named once connected, above every host's releases: the name the base
+            # class made from the (unrendered) local deploy_to would be a guess.
+            if self.version == self.release:
+                self.version = ""
+            self.release = ""
 
     # -- where ------------------------------------------------------------------------------------
 
@@ -59,19 +111,17 @@ class FleetPipeline(Pipeline):
         return self._deploy_to[host.name]
 
     def _render_deploy_to(self, host: Host) -> str:
-        text = Text(
-            self.stage.deploy_to, self.project.config.file, None, ("stages", self.stage.name, "deploy_to")
-        )
-        context = {"host": host_context(Target("ssh", host.name, host)), "stage": self.stage.name}
-        return render(text, {**context, "app": self.project.config.app})
+        return render_deploy_to(self.project, self.stage, host)
 
     def allowed(self, target: Target) -> bool:
         if target.host is None:
             return True
-        return self.fleet.reachable(target) and (self.batch is None or target.host.name in self.batch)
+        # the failure hooks skip the hosts never connected to (the run failed before, or could not reach them)
+        return self.fleet.reachable(target) and (not self.failing or target.host.name in self.remote)
 
     def values(self, step: Step, target: Target, extra: dict[str, str] | None) -> dict[str, str]:
-        values = {**self.facts(step.phase, step.event, extra), **self.batch_facts}
+        # HOSTS: every host of the stage, on this machine too (Kamal's hooks read KAMAL_HOSTS locally)
+        values = {**self.facts(step.phase, step.event, extra), **self.batch_facts, "HOSTS": self._hosts}
         host = target.host
         if host is not None:
             deploy_to = self.deploy_to(host)
@@ -91,7 +141,7 @@ class FleetPipeline(Pipeline):
 
     # -- hooks ------------------------------------------------------------------------------------
 
-    def waves(self, step: Step, extra: dict[str, str] | None = None) -> list[list[Any]]:
+    def waves(self, step: Step, extra: dict[str, str] | None = None) -> list[list[Share]]:
         if self.skip_hooks:
             return []
 
@@ -99,7 +149,7 @@ class FleetPipeline(Pipeline):
             values = self.values(step, target, extra)
             return {**template_context(values, self.stage.variables), "host": host_context(target)}
 
-        return event_waves(
+        waves = event_waves(
             self.project,
             self.stage,
             step.event,
@@ -108,6 +158,13 @@ class FleetPipeline(Pipeline):
             default_dir=self.default_dir_for,
             allowed=self.allowed,
         )
+        if self.batch is None:
+            return waves
+        # Targets are picked over the whole stage, then this batch's are kept: a `once` hook runs in
+        # the batch of the host it picked (the primary), not once in every batch.
+        batch = self.batch
+        kept = [[s for s in wave if s.target.host is None or s.target.host.name in batch] for wave in waves]
+        return [wave for wave in kept if wave]
 
     def check_plans(self, steps: tuple[Step, ...]) -> list[tuple[Step, Any]]:
         for step in steps:
@@ -139,11 +196,20 @@ class FleetPipeline(Pipeline):
 
     # -- steps ------------------------------------------------------------------------------------
 
+    @staticmethod
+    def in_rollout(step: Step) -> bool:
+        """Whether a deploy step runs once per batch (health_check: in each batch's health gate)."""
+        return step.phase == "deploy:publishing" and (step.event or step.action) in (*_BATCHED, _GATE)
+
+    def batches(self, hosts: list[str] | None = None) -> list[tuple[str, ...]]:
+        """The rollout's batches of `hosts` (default: all the stage's), in rollout order."""
+        order = [h.name for h in self.placement.rollout_order() if hosts is None or h.name in hosts]
+        size = self.placement.rollout.max_concurrent or len(order) or 1
+        return [tuple(order[i : i + size]) for i in range(0, len(order), size)]
+
     def run(self, steps: tuple[Step, ...], cleanup: bool = False) -> int:
-        batched = tuple(
-            s for s in steps if s.phase == "deploy:publishing" and (s.event or s.action) in _BATCHED
-        )
-        self.batched_steps = batched
+        batched = tuple(s for s in steps if self.in_rollout(s))
+        self.batched_steps = tuple(s for s in batched if s.event != _GATE)
         rewritten: list[Step] = []
         for step in steps:
             if step in batched:
@@ -158,14 +224,25 @@ class FleetPipeline(Pipeline):
 
     def each(self, work: Callable[[RemoteTarget], object], hosts: list[str] | None = None) -> None:
         """Run `work` on every (reachable) host side by side; the first failure is raised."""
+        failed = self.attempt(work, hosts)
+        if failed:
+            self.failed_host, exc = next(iter(failed.items()))
+            raise exc
+
+    def attempt(
+        self, work: Callable[[RemoteTarget], object], hosts: list[str] | None = None
+    ) -> dict[str, BaseException]:
+        """Run `work` on every (reachable) host side by side; {host: error} of those it failed on."""
         targets = [self.remote[h] for h in (hosts if hosts is not None else list(self.remote))]
+        if not targets:
+            return {}
         with ThreadPoolExecutor(max_workers=max(1, min(len(targets), self.placement.concurrency))) as pool:
             futures = [(t, pool.submit(work, t)) for t in targets]
-        for target, future in futures:
-            exc = future.exception()
-            if exc is not None:
-                self.failed_host = target.host
-                raise exc
+        return {t.host: exc for t, future in futures if (exc := future.exception()) is not None}
+
+    def _swap(self, target: RemoteTarget, release: str) -> None:
+        target.swap(release)
+        self.current_of[target.host] = release
 
     def act(self, action: str) -> None:
         config = self.project.config.deploy
@@ -217,6 +294,8 @@ class FleetPipeline(Pipeline):
         try:
             self.fleet.reach(hosts)
         except Unreachable as exc:
+            assert self.fleet.connections is not None
+            self.failed_host = next(iter(self.fleet.connections.unreachable), "")
             raise StepFailed(str(exc)) from None
         primary = self.placement.primary
         assert primary is not None
@@ -234,7 +313,7 @@ class FleetPipeline(Pipeline):
         names: dict[str, list[str]] = {}
 
         def read(t: RemoteTarget) -> None:
-            self.previous_of[t.host] = t.current() or ""
+            self.previous_of[t.host] = self.current_of[t.host] = t.current() or ""
             names[t.host] = t._names()
 
         self.each(read)
@@ -244,19 +323,27 @@ class FleetPipeline(Pipeline):
             if self.version == self.release:
                 self.version = name
             self.release = name
-        elif self.verb == "rollback" and not self.rollback_to:
-            from .pipeline import rollback_release
-
-            self.release = rollback_release(self.primary(), None)  # type: ignore[arg-type]
-        skipped = (
-            f"; unreachable, skipped: {', '.join(sorted(self.fleet.skipped))}" if self.fleet.skipped else ""
-        )
+        elif self.verb == "rollback":
+            # chosen (or `--to` checked) on the primary; _rollback_hosts checks the others have it
+            self.release = rollback_release(self.primary(), self.rollback_to)  # type: ignore[arg-type]
+            deployed = [
+                r.fields.get("version", "")
+                for r in self.primary().revisions()
+                if r.release == self.release and r.action == "deployed"
+            ]
+            if deployed and deployed[-1]:
+                self.version = deployed[-1]
+        skipped = f"; unreachable, skipped: {self._skipped()}" if self.fleet.skipped else ""
         return f"connected to {len(self.remote)} host(s); lock taken on {primary.name}{skipped}"
 
     def _rollout(self) -> str:
         order = [h.name for h in self.placement.rollout_order() if h.name in self.remote]
-        size = self.placement.rollout.max_concurrent or len(order)
-        batches = [tuple(order[i : i + size]) for i in range(0, len(order), size)]
+        batches = self.batches(order)
+
+        def swap(t: RemoteTarget) -> None:
+            self._swap(t, self.release)
+            self.switched.add(t.host)  # per host: a swap that fails on one host still counts the others
+
         for index, batch in enumerate(batches, 1):
             self.batch = batch
             self.batch_facts = {
@@ -268,9 +355,8 @@ class FleetPipeline(Pipeline):
             self.output.note(f"batch {index}/{len(batches)}: {', '.join(batch)}")
             for step in self.batched_steps:
                 if step.action:
-                    self.each(lambda t: t.swap(self.release), list(batch))
-                    self.switched += batch
                     self.published = True
+                    self.each(swap, list(batch))
                 else:
                     self.fire(step)
             self.health_gate(batch)
@@ -326,8 +412,8 @@ class FleetPipeline(Pipeline):
         missing = sorted(set(self.remote) - set(hosts))
         if missing:
             raise StepFailed(f"release {release} is not on {', '.join(missing)}")
-        self.each(lambda t: t.swap(release))
         self.published = True
+        self.each(lambda t: self._swap(t, release))
         self.each(
             lambda t: t.record(
                 "rolled-back",
@@ -338,13 +424,15 @@ class FleetPipeline(Pipeline):
             )
         )
         if self.cleanup:
-            self.each(
+            left = self.attempt(
                 lambda t: (
                     t.remove(self.previous_of.get(t.host, ""))
                     if self.previous_of.get(t.host) not in ("", release)
                     else None
                 )
             )
+            for exc in left.values():
+                self.output.note(f"cleanup: {exc}")
         return f"current -> releases/{release} on {len(self.remote)} host(s)"
 
     # -- failure ----------------------------------------------------------------------------------
@@ -356,6 +444,10 @@ class FleetPipeline(Pipeline):
 
     def fail(self, failure: Failure) -> int:
         self.output.failed(failure)
+        # the failure hooks reach every connected host, not only the batch that failed
+        self.batch = None
+        self.batch_facts = {}
+        self.failing = True
         extra = {
             "ERROR": failure.message,
             "ERROR_PHASE": failure.phase,
@@ -378,31 +470,70 @@ class FleetPipeline(Pipeline):
                     self.primary().unlock(self.run_id)
                     self.output.note("lock released")
                 except StepFailed as exc:
-                    self.output.note(f"could not release the lock: {exc}")
+                    self.output.note(
+                        f"could not release the lock: {exc} (`juncture lock release {self.stage.name}` "
+                        "frees it)"
+                    )
         self.output.summary_failed(self, failure)
         self.fleet.close()
         return 130 if failure.interrupted else 1
 
     def _restore(self) -> None:
-        """Auto-rollback the switched hosts, else say who runs what; drop the release where it never went live."""
+        """Auto-rollback the switched hosts, else say who runs what; drop the release where it is not
+        live (never was, or was rolled back)."""
         if self.verb != "deploy" or not self.built:
             return
-        switched = [h for h in self.switched if h in self.remote]
+        switched = [h for h in self.remote if h in self.switched]
         if switched and self.placement.rollout.auto_rollback:
+            # a first deploy has no previous release to go back to
             back = [h for h in switched if self.previous_of.get(h)]
-            for name in back:
-                try:
-                    self.remote[name].swap(self.previous_of[name])
-                except StepFailed as exc:
-                    self.output.note(f"auto-rollback failed: {exc}")
-            self.output.note(f"auto-rollback: {', '.join(back)} back on their previous release")
+            failed = self.attempt(lambda t: self._swap(t, self.previous_of[t.host]), back)
+            for exc in failed.values():
+                self.output.note(f"auto-rollback failed: {exc}")
+            back = [h for h in back if h not in failed]
+            if back:
+                self.output.note(f"auto-rollback: {_names(back)} back on their previous release")
             switched = [h for h in switched if h not in back]
-        for name, target in self.remote.items():
-            if name not in switched:
-                target.remove(self.release)
+        idle = [h for h in self.remote if h not in switched]
+        left = self.attempt(lambda t: t.remove(self.release), idle)
+        removed = [h for h in idle if h not in left]
+        if removed:
+            self.output.note(f"removed release {self.release} from {_names(removed)}")
+        if left:
+            self.output.note(f"could not remove release {self.release} from {_names(sorted(left))}")
         if switched:
             rest = [h for h in self.remote if h not in switched]
             self.output.note(
-                f"hosts on release {self.release}: {', '.join(switched)}; "
-                f"still on their previous release: {', '.join(rest) or 'none'}"
+                f"hosts on release {self.release}: {_names(switched)}; "
+                f"still on their previous release: {_names(rest) or 'none'}"
             )
+
+    # -- what the first and last lines say -------------------------------------------------------
+
+    def _skipped(self) -> str:
+        return _names(sorted(self.fleet.skipped))
+
+    def where(self) -> str:
+        names = [h.name for h in self.placement.hosts]
+        return f"{len(names)} host(s): {_names(names)}"
+
+    def landed(self) -> str:
+        skipped = f"; unreachable, skipped: {self._skipped()}" if self.fleet.skipped else ""
+        hosts = f"{len(self.remote)} host(s)"
+        if self.verb == "deploy":
+            return f"{hosts} ({self.now()}{skipped})"
+        return f"releases/{self.release} on {hosts}{skipped}"
+
+    def now(self) -> str:
+        """Where `current` points on each host, as far as this run knows (it read or set each one)."""
+        if not self.current_of:
+            return "no host was changed"
+        by_release: dict[str, list[str]] = {}
+        for name in self.remote:
+            by_release.setdefault(self.current_of.get(name, ""), []).append(name)
+        live = "; ".join(f"releases/{r} on {_names(n)}" for r, n in by_release.items() if r)
+        none = by_release.get("")
+        text = f"current -> {live}" if live else ""
+        if none:
+            text += ("; " if text else "") + f"no current release on {_names(none)}"
+        return text

@@ -184,6 +184,24 @@ class Pipeline:
     def runtime(self) -> float:
         return time.monotonic() - self.started
 
+    # -- what the first and last lines say (a stage on hosts says it per host) ---------------------
+
+    def where(self) -> str:
+        """Where the stage deploys."""
+        return self.target.deploy_to
+
+    def landed(self) -> str:
+        """Where the release is live after a successful run."""
+        path = self.target.release_path(self.release)
+        if self.verb == "deploy":
+            return f"{path} ({self.target.current_link} -> releases/{self.release})"
+        return path
+
+    def now(self) -> str:
+        """What `current` points at, for the line of a failed run."""
+        current = self.target.current()
+        return f"current -> releases/{current}" if current else "no current release"
+
     # -- facts and plans --------------------------------------------------------------------------
 
     def facts(self, phase: str, event: str, extra: dict[str, str] | None = None) -> dict[str, str]:

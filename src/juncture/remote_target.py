@@ -97,6 +97,9 @@ class RemoteTarget:
     def releases(self) -> list[str]:
         return sorted((n for n in self._names() if not n.endswith(PARTIAL)), key=release_key)
 
+    def partials(self) -> list[str]:
+        return sorted(n for n in self._names() if n.endswith(PARTIAL))
+
     def current(self) -> str | None:
         out = self._run('readlink "$D/current" 2>/dev/null; true', "reading current").strip()
         return posixpath.basename(posixpath.normpath(out)) if out else None
@@ -155,7 +158,8 @@ class RemoteTarget:
         )
 
     def remove(self, name: str) -> None:
-        self._run(f"rm -rf {quote(self.release_path(name))}", f"removing {name}", check=False)
+        # raises when the host is gone: the caller says the release was left there
+        self._run(f"rm -rf {quote(self.release_path(name))}", f"removing release {name}")
 
     def record(self, action: str, release: str, **fields: str) -> None:
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -196,9 +200,25 @@ class RemoteTarget:
                 raise LockHeld(f"stage {info.stage} is locked on {self.host}: {holder}")
             time.sleep(0.5)
 
-    def unlock(self, run_id: str) -> None:
-        self._run(
-            f'grep -q {quote(run_id)} "$D/{LOCK_NAME}" 2>/dev/null && rm -f "$D/{LOCK_NAME}"; true',
-            "releasing the deploy lock",
-            check=False,
+    def holder(self) -> LockInfo | None:
+        """Who holds the lock, None when unlocked; an unreadable lock still counts as held."""
+        out = self._run(
+            f'[ -e "$D/{LOCK_NAME}" ] || {{ echo UNLOCKED; exit 0; }}\ncat "$D/{LOCK_NAME}"',
+            "reading the deploy lock",
         )
+        if out.strip() == "UNLOCKED":
+            return None
+        try:
+            data = json.loads(out)
+            return LockInfo(**{key: data[key] for key in LockInfo.__dataclass_fields__})
+        except (ValueError, KeyError, TypeError):
+            return LockInfo("?", "?", "?", "", "unknown (unreadable lock file)", "?", 0, "?")
+
+    def unlock(self, run_id: str | None) -> None:
+        """Remove the lock if `run_id` holds it; None: whoever holds it (`lock release`). Raises when
+        the host cannot be reached, so that a lock left behind is reported, not claimed released."""
+        if run_id is None:
+            script = f'rm -f "$D/{LOCK_NAME}"'
+        else:
+            script = f'grep -qF {quote(run_id)} "$D/{LOCK_NAME}" 2>/dev/null && rm -f "$D/{LOCK_NAME}"; true'
+        self._run(script, "releasing the deploy lock")

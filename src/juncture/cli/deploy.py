@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from ..discovery import Hook
 from ..environment import identity
+from ..fanout import Share
 from ..phases import ACTIONS, FAILED, ROLLBACK
 from ..pipeline import Pipeline, Step, deploy_steps, rollback_release, rollback_steps, stage_of
 from ..render.pipeline import PipelineOutput
 from ..target import LocalTarget
 from .common import project_from, relative
+
+if TYPE_CHECKING:
+    from ..fleet_pipeline import FleetPipeline
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,6 +87,9 @@ _ACTIONS = {**ACTIONS, ROLLBACK: "swap `current` back", "unlock": "release the d
 
 
 def _print_steps(pipeline: Pipeline, steps: tuple[Step, ...]) -> None:
+    if pipeline.stage.placement.hosts:
+        _print_fleet_steps(pipeline, steps)  # type: ignore[arg-type]
+        return
     root = pipeline.project.root
     output = pipeline.output
     output.started(pipeline)
@@ -101,3 +109,59 @@ def _print_hooks(title: str, hooks: tuple[Hook, ...], root: str) -> None:
     print(f"  {title}")
     for hook in hooks:
         print(f"      {hook.label}  {relative(hook.path, root)}")
+
+
+def _print_fleet_steps(pipeline: FleetPipeline, steps: tuple[Step, ...]) -> None:
+    """The steps, and for each hook or task the hosts it would run on; connects to none of them."""
+    root = pipeline.project.root
+    placement = pipeline.placement
+    primary = placement.primary.name if placement.primary is not None else ""
+    pipeline.output.started(pipeline)
+    pipeline.check_plans(steps)
+    rollout = pipeline.verb == "deploy"
+    shown = False
+    for step in steps:
+        each = rollout and pipeline.in_rollout(step)
+        if each and not shown:
+            shown = True
+            batches = pipeline.batches()
+            print(f"  rollout in {len(batches)} batch(es): " + " | ".join(", ".join(b) for b in batches))
+        suffix = "  (each batch)" if each else ""
+        if step.action:
+            on = f" on {primary}" if step.action in ("deploy:starting", "unlock") else ""
+            print(f"  {step.phase}  [{_ACTIONS[step.action]}{on}]{suffix}")
+            continue
+        waves = pipeline.waves(step)
+        gate = each and step.event == "health_check"
+        if not waves and not (gate and placement.health is not None):
+            continue
+        title = step.event + ("  (before)" if step.part == "before" else "") + suffix
+        _print_shares(title + (f", in {_gate(pipeline)}" if gate else ""), waves, root)
+    failed = pipeline.waves(Step(FAILED, FAILED), {"ERROR": ""})
+    if failed:
+        _print_shares(f"on failure: {FAILED}", failed, root)
+
+
+def _gate(pipeline: FleetPipeline) -> str:
+    health = pipeline.placement.health
+    if health is None:
+        return "the health gate"
+    probes = [f"http {health.http[0]}"] if health.http else []
+    probes += [f"tcp {health.tcp[0]}:{health.tcp[1]}"] if health.tcp else []
+    probes += [f"command {health.command!r}"] if health.command else []
+    return (
+        f"the health gate: {', '.join(probes) or 'hooks'}, {health.retries} tries {health.interval:g} s apart"
+    )
+
+
+def _print_shares(title: str, waves: list[list[Share]], root: str) -> None:
+    """A hook per line with the targets it runs on, wave after wave."""
+    print(f"  {title}")
+    for wave in waves:
+        placed: dict[tuple[str, str], list[str]] = {}
+        for share in wave:
+            name = "this machine" if share.target.kind == "local" else share.target.name
+            for hook in share.hooks:
+                placed.setdefault((hook.label, hook.path), []).append(name)
+        for (label, path), names in placed.items():
+            print(f"      {label}  {relative(path, root)}  on {', '.join(names)}")

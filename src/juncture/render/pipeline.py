@@ -35,9 +35,11 @@ class PipelineOutput:
         if self.mode == "quiet":
             return
         stage, config = pipeline.stage, pipeline.project.config
-        title = f"{pipeline.verb} {config.app} to stage {stage.name} ({stage.deploy_to})"
+        title = f"{pipeline.verb} {config.app} to stage {stage.name} ({pipeline.where()})"
         release = f", release {pipeline.release}" if pipeline.release else ""
-        self.say(f"{title}: version {pipeline.version or '(none)'}{release}, run {pipeline.run_id}")
+        # on hosts, a deploy names its release (and so its default version) once connected
+        version = pipeline.version or ("(the release's name)" if pipeline.verb == "deploy" else "(none)")
+        self.say(f"{title}: version {version}{release}, run {pipeline.run_id}")
 
     def point(self, step: Step) -> None:
         if self.mode != "quiet":
@@ -62,20 +64,15 @@ class PipelineOutput:
 
     def finished(self, pipeline: Pipeline) -> None:
         seconds = format_duration(pipeline.runtime())
-        target = pipeline.target
         if pipeline.verb == "deploy":
-            self.say(
-                f"deployed {_short(pipeline.version)} to {target.release_path(pipeline.release)} "
-                f"({target.current_link} -> releases/{pipeline.release}) in {seconds}"
-            )
+            self.say(f"deployed {_short(pipeline.version)} to {pipeline.landed()} in {seconds}")
         elif pipeline.release:
-            self.say(f"rolled back to {target.release_path(pipeline.release)} in {seconds}")
+            self.say(f"rolled back to {pipeline.landed()} in {seconds}")
         else:
             self.say(f"rolled back in {seconds}")
 
     def summary_failed(self, pipeline: Pipeline, failure: Failure) -> None:
-        current = pipeline.target.current()
-        state = f"current -> releases/{current}" if current else "no current release"
+        state = pipeline.now()
         sys.stdout.flush()
         sys.stderr.write(
             f"juncture: {pipeline.verb} failed in {failure.phase}: {failure.message} ({state})\n"
