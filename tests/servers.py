@@ -176,12 +176,18 @@ Subsystem sftp internal-sftp
 
 
 def start_sshd(
-    workdir: str, *, max_startups: str = "10:30:100", max_sessions: int = 10, quiet_shell: bool = True
+    workdir: str,
+    *,
+    max_startups: str = "10:30:100",
+    max_sessions: int = 10,
+    quiet_shell: bool = True,
+    set_env: dict[str, str] | None = None,
 ) -> SshServer:
     """Start sshd on a free 127.0.0.1 port with fresh host and client keys kept in `workdir`.
 
     The defaults are sshd's own throttles (MaxStartups 10:30:100, MaxSessions 10); benchmarks raise them.
-    `quiet_shell` adds `SetEnv SHLVL=1` so that bash skips the user's ~/.bashrc for SSH commands.
+    `quiet_shell` adds `SetEnv SHLVL=1` so that bash skips the user's ~/.bashrc for SSH commands;
+    `set_env` more variables for every session (values without spaces or quotes).
     """
     sshd = sshd_binary()
     if sshd is None:
@@ -215,8 +221,9 @@ def start_sshd(
                     max_sessions=max_sessions,
                 )
             )
-            if quiet_shell:
-                handle.write("SetEnv SHLVL=1\n")
+            variables = {**({"SHLVL": "1"} if quiet_shell else {}), **(set_env or {})}
+            if variables:
+                handle.write("SetEnv " + " ".join(f"{k}={v}" for k, v in variables.items()) + "\n")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(pid_file)
         log_start = os.path.getsize(log) if os.path.exists(log) else 0

@@ -220,3 +220,47 @@ def test_missing_container_fails_the_run_with_the_engines_error(
     assert done.returncode == 1
     assert done.stderr.startswith("juncture: [no-such-box] event db-ready aborted: "), done.stderr
     assert 'podman exec no-such-box: Error: no container with name or ID "no-such-box"' in done.stderr
+
+
+def test_container_on_an_ssh_host_runs_its_hooks_inside_it_through_that_hosts_connection(
+    project: ProjectDir, boxes: Podman, tmp_path: Path
+) -> None:
+    """`containers: [{host: h1}]`: `podman exec` runs on h1 (a private sshd whose sessions see the
+    fixture's Podman storage), the hook inside db1, and the timeout's kill goes in through h1 too."""
+    import servers
+
+    server = servers.start_sshd(str(tmp_path / "sshd"), set_env=boxes.env)
+    try:
+        body = {
+            "app": "shop",
+            "events": {"db-ready": {"audience": "container:database", "timeout": 1, "grace": 1}},
+            "stages": {
+                STAGE: {
+                    "deploy_to": str(tmp_path / "deployed"),
+                    "hosts": [{"name": "h1", "address": "127.0.0.1"}],
+                    "ssh": {
+                        "port": server.port,
+                        "identity_file": server.client_key,
+                        "known_hosts_file": server.known_hosts,
+                        "agent": False,
+                    },
+                    "containers": [{"name": "db1", "kind": "database", "host": "h1"}],
+                }
+            },
+        }
+        project.config(json.dumps(body) + "\n")
+        proof = f"/tmp/remote-{secrets.token_hex(4)}"
+        hang = 3000 + secrets.randbelow(6000)
+        project.hook(
+            "db-ready", "10-proof", f'#!/bin/sh\necho "$JUNCTURE_CONTAINER $JUNCTURE_HOST" > {proof}\n'
+        )
+        project.hook("db-ready", "20-hang", f"#!/bin/sh\nsleep {hang}\n")
+        done = project.run("fire", "db-ready", "--stage", STAGE)  # without the Podman environment
+    finally:
+        server.stop()
+    assert done.returncode == 1
+    assert "[db1] ✓ db-ready/10-proof" in done.stdout
+    assert "[db1] ✗ db-ready/20-hang  timed out after 1 s" in done.stdout
+    assert inside(boxes, "db1", f"cat {proof}") == "db1 h1\n"
+    assert f"sleep {hang}" not in inside(boxes, "db1", "ps -o args")
+    assert uploads_left(boxes, "db1") == []

@@ -331,6 +331,56 @@ def test_python_hook_runs_on_the_host_by_its_shebang(
     assert "[h1 10-py] from python: True" in done.stdout.splitlines()
 
 
+def test_uploaded_hooks_are_private_files_removed_after_the_run(
+    project: ProjectDir, sshd: SshServer, tmp_path: Path
+) -> None:
+    configure(project, sshd, [host("h1"), host("h2")], {"ping": {"audience": "hosts", "timeout": 10}})
+    project.hook("ping", "10-where", f'#!/bin/sh\nstat -c "%a $0" "$0" > {tmp_path}/where-$JUNCTURE_HOST\n')
+    done = fire(project, "ping")
+    assert done.returncode == 0, done.stderr
+    uploaded = []
+    for name in ("h1", "h2"):
+        mode, path = (tmp_path / f"where-{name}").read_text().split()
+        assert mode == "600" and path.startswith("/tmp/juncture-")
+        uploaded.append(Path(path))
+    # Each host's worker shell removes its files when its input ends, as juncture disconnects.
+    deadline = time.monotonic() + 5
+    while any(p.exists() for p in uploaded) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(p.exists() for p in uploaded)
+
+
+def test_hooks_on_one_host_run_one_after_another_in_one_reused_session(
+    project: ProjectDir, sshd: SshServer, tmp_path: Path
+) -> None:
+    """Each hook's parent is the host's worker shell: one session for all of them, not one each."""
+    configure(project, sshd, [host("h1")], {"ping": {"audience": "hosts", "timeout": 10}})
+    for index in range(1, 4):
+        project.hook("ping", f"{index}0-parent", f"#!/bin/sh\necho $PPID >> {tmp_path}/parents\n")
+    done = fire(project, "ping")
+    assert done.returncode == 0, done.stderr
+    parents = (tmp_path / "parents").read_text().split()
+    assert len(parents) == 3 and len(set(parents)) == 1
+
+
+def test_after_a_remote_timeout_the_next_hook_on_that_host_still_runs(
+    project: ProjectDir, sshd: SshServer, tmp_path: Path
+) -> None:
+    configure(
+        project,
+        sshd,
+        [host("h1")],
+        {"ping": {"audience": "hosts", "timeout": 1, "grace": 1, "failure": "continue"}},
+    )
+    project.hook("ping", "10-hang", f'#!/bin/sh\necho "$0" > {tmp_path}/hang-file\nsleep 30\n')
+    project.hook("ping", "20-after", f"#!/bin/sh\necho after > {tmp_path}/after\n")
+    done = fire(project, "ping")
+    assert done.returncode == 0, done.stderr
+    assert "[h1] ✗ ping/10-hang  timed out after 1 s" in done.stdout
+    assert (tmp_path / "after").read_text() == "after\n"
+    assert not Path((tmp_path / "hang-file").read_text().strip()).exists()
+
+
 # -- output: one two-host project fired three ways at once ------------------------------------------------
 
 

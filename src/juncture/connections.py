@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from .config.hosts import Host, Placement
 from .discovery import Hook
 from .engine import Process
-from .runners.remote_script import Upload, file_argv, hook_script
+from .runners.remote_script import Upload, file_argv, hook_script, quote
 from .targets import Target
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Connections:
 
             for engine, name in self._containers:
                 subprocess.run(
-                    [engine, "exec", name, "rm", "-rf", self._directory],
+                    [engine, "exec", name, "sh", "-c", f"rm -f {quote(self._prefix)}-*"],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
@@ -78,11 +78,11 @@ class Connections:
         uploads = [a for a in argv if isinstance(a, Upload)]
         if uploads:
             self._containers.add((container.engine, container.name))
-        script = hook_script(argv, env, cwd, self._directory, uploads)
+        script = hook_script(argv, env, cwd, self._prefix, uploads)
         return ContainerProcess(container.engine, container.name, script)
 
     @property
-    def _directory(self) -> str:
+    def _prefix(self) -> str:
         return f"/tmp/juncture-{self._token}"
 
     def _upload(self, path: str) -> Upload:

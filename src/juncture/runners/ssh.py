@@ -12,19 +12,27 @@ import asyncio
 import os
 import secrets
 import threading
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import asyncssh
 
 from ..config.hosts import Host, SshOptions
-from .remote_script import NOT_STARTED, PGID_MARK, Upload, hook_script, quote
+from .remote_script import (
+    NOT_STARTED,
+    PGID_MARK,
+    Upload,
+    hook_request,
+    quote,
+    script_request,
+    worker_prelude,
+)
 
 __all__ = ["RemoteProcess", "SshPool"]
 
 T = TypeVar("T")
 _CONNECT_TRIES = 6  # sshd's MaxStartups drops connections beyond its limit: try again, backing off
+_REFUSED_TRIES = 3
 _BACKOFF = 0.15
 _CHANNELS = 8  # sessions per connection at once: below sshd's default MaxSessions (10), room for kills
 _RETRYABLE = (OSError, asyncssh.ConnectionLost, asyncssh.DisconnectError, TimeoutError, EOFError)
@@ -43,13 +51,134 @@ class _Verifier(asyncssh.SSHClient):
         return self.accept
 
 
-@dataclass
+class _Worker:
+    """A shell session on a host (or in a container there) that runs requests one after another: hooks
+    and built-in steps reuse it instead of paying for a session each (sshd's fork and the login shell)."""
+
+    def __init__(self, channel: asyncssh.SSHClientProcess[bytes], via: str, prefix: str) -> None:
+        self.channel = channel
+        self.via = via
+        self.prefix = prefix  # of its uploaded files
+        self.token = secrets.token_hex(16)
+        self.marker = f"\n{self.token} ".encode()
+        self.uploaded: set[str] = set()
+        self.pgid: int | None = None
+        self.failure = b""  # what the shell said instead of starting
+        self.dirty = False  # killed: its files may be left behind
+        self.ready = asyncio.get_running_loop().create_task(self._started())
+
+    async def _started(self) -> None:
+        """The group to signal, from the prelude's first line (read while the first request runs)."""
+        mark = await self.channel.stderr.readline()
+        if mark.startswith(PGID_MARK):
+            self.pgid = int(mark[len(PGID_MARK) :])
+        else:
+            self.failure = mark + await self.channel.stderr.read()
+
+    async def output(self, write: Callable[[bytes], Awaitable[None]]) -> int | None:
+        """Pass one request's output to `write`; its status, or None when the worker ended first."""
+        held = b""
+        keep = len(self.marker) - 1  # a marker may be split across chunks: hold back its length
+        while chunk := await self.channel.stdout.read(65536):
+            held += chunk
+            at = held.find(self.marker)
+            if at >= 0:
+                end = held.find(b"\n", at + len(self.marker))
+                if end < 0:
+                    continue
+                await write(held[:at])
+                return int(held[at + len(self.marker) : end])
+            if len(held) > keep:
+                await write(held[:-keep])
+                held = held[-keep:]
+        await write(held)
+        return None
+
+
 class _Connection:
-    host: Host
-    conn: asyncssh.SSHClientConnection
-    channels: asyncio.Semaphore
-    directory: str  # private per-run directory for uploaded hooks (on the host, or in a container)
-    uploaded: dict[str, set[str]] = field(default_factory=dict)  # where ("" or a container) -> files
+    """One host's connection and its sessions: at most `_CHANNELS` at once, idle workers kept for reuse
+    (and closed to make room for a session of another kind when all are idle)."""
+
+    def __init__(self, host: Host, conn: asyncssh.SSHClientConnection, prefix: str) -> None:
+        self.host = host
+        self.conn = conn
+        self.prefix = prefix  # of its workers' uploaded files
+        self.idle: list[_Worker] = []
+        self.open = 0
+        self.workers = 0
+        self.dirty: list[_Worker] = []
+        self.room = asyncio.Condition()
+
+    async def slot(self) -> None:
+        async with self.room:
+            while self.open >= _CHANNELS:
+                if self.idle:
+                    self.idle.pop(0).channel.stdin.write_eof()
+                    self.open -= 1
+                    break
+                await self.room.wait()
+            self.open += 1
+
+    async def free(self) -> None:
+        async with self.room:
+            self.open -= 1
+            self.room.notify()
+
+    async def worker(self, via: str) -> _Worker:
+        """An idle worker of `via` ("" the host, else a container's exec prefix), or a new one."""
+        for worker in self.idle:
+            if worker.via == via:
+                self.idle.remove(worker)
+                return worker
+        return await self._new_worker(via)
+
+    async def warm(self) -> None:
+        """Start a worker on the host right away, while other hosts still connect: its shell is ready
+        when the first request comes (the run starts only once every host has answered)."""
+        try:
+            worker = await self._new_worker("")
+        except (asyncssh.Error, OSError):
+            return  # the first request will try again, and say what is wrong
+        async with self.room:
+            self.idle.append(worker)
+            self.room.notify()
+
+    async def _new_worker(self, via: str) -> _Worker:
+        await self.slot()
+        try:
+            self.workers += 1
+            prefix = f"{self.prefix}-{self.workers}"
+            channel = await self.conn.create_process(f"exec {via}sh -s", encoding=None)
+            channel.stdin.write(worker_prelude(prefix))
+        except BaseException:
+            await self.free()
+            raise
+        return _Worker(channel, via, prefix)
+
+    async def done(self, worker: _Worker, reusable: bool) -> None:
+        if reusable:
+            async with self.room:
+                self.idle.append(worker)
+                self.room.notify()
+            return
+        worker.channel.close()
+        if worker.dirty:
+            self.dirty.append(worker)
+        await self.free()
+
+    async def close(self) -> None:
+        """End the workers (each removes its files), clean up after killed ones, disconnect."""
+        for worker in self.idle:
+            worker.channel.stdin.write_eof()
+        for worker in self.dirty:
+            try:
+                await asyncio.wait_for(
+                    self.conn.run(f"{worker.via}sh -c {quote(f'rm -f {quote(worker.prefix)}-*')}"), 10
+                )
+            except (asyncssh.Error, OSError, TimeoutError):
+                pass
+        self.conn.close()  # the workers saw the end of their input: they clean up after we have gone
+        await self.conn.wait_closed()
 
 
 class SshPool:
@@ -86,8 +215,10 @@ class SshPool:
                 except _Refused as exc:
                     self.failed[host.name] = str(exc)
                     return
-            directory = f"/tmp/juncture-{self.token}-{host.name}"
-            self.connections[host.name] = _Connection(host, conn, asyncio.Semaphore(_CHANNELS), directory)
+            c = self.connections[host.name] = _Connection(
+                host, conn, f"/tmp/juncture-{self.token}-{host.name}"
+            )
+            await c.warm()
 
         await asyncio.gather(*(one(h) for h in hosts))
 
@@ -133,11 +264,11 @@ class SshPool:
             except asyncssh.PermissionDenied as exc:
                 raise _Refused(f"{where}: authentication refused ({exc.reason})") from None
             except _RETRYABLE as exc:
-                if attempt == _CONNECT_TRIES - 1:
+                # Nothing listening is a host that is down, or restarting sshd: not worth 4 s of retries.
+                tries = _REFUSED_TRIES if isinstance(exc, ConnectionRefusedError) else _CONNECT_TRIES
+                if attempt >= tries - 1:
                     reason = getattr(exc, "reason", None) or exc.strerror if isinstance(exc, OSError) else exc
-                    raise _Refused(
-                        f"{where}: {reason or type(exc).__name__} (tried {_CONNECT_TRIES} times)"
-                    ) from None
+                    raise _Refused(f"{where}: {reason or type(exc).__name__} (tried {tries} times)") from None
                 await asyncio.sleep(delay)
                 delay *= 2
                 continue
@@ -155,16 +286,7 @@ class SshPool:
         self.loop.close()
 
     async def _close_all(self) -> None:
-        async def one(c: _Connection) -> None:
-            for via in c.uploaded:
-                try:
-                    await asyncio.wait_for(c.conn.run(f"{via}rm -rf {quote(c.directory)}"), 10)
-                except (asyncssh.Error, OSError, TimeoutError):
-                    pass
-            c.conn.close()
-            await c.conn.wait_closed()
-
-        await asyncio.gather(*(one(c) for c in self.connections.values()))
+        await asyncio.gather(*(c.close() for c in self.connections.values()))
 
     # -- built-in steps ---------------------------------------------------------------------------
 
@@ -182,19 +304,30 @@ class SshPool:
 
     async def _run(self, name: str, script: str, data: bytes) -> tuple[int, str]:
         c = self.connections[name]
-        # The script comes on stdin (no secret on a command line) unless `data` needs stdin: built-in
-        # steps that send data carry only paths in their script.
-        command, stdin = (
-            ("exec sh -s", script.encode()) if not data else (f"exec sh -c {quote(script)}", data)
-        )
         try:
-            async with c.channels:
-                done = await c.conn.run(command, input=stdin, encoding=None, stderr=asyncssh.STDOUT)
+            if data:  # stdin carries the data: a session of its own, the script (only paths) as argument
+                await c.slot()
+                try:
+                    done = await c.conn.run(
+                        f"exec sh -c {quote(script)}", input=data, encoding=None, stderr=asyncssh.STDOUT
+                    )
+                finally:
+                    await c.free()
+                output = done.stdout if isinstance(done.stdout, bytes) else b""
+                code = done.exit_status if done.exit_status is not None else 255
+                return code, output.decode("utf-8", "replace")
+            worker = await c.worker("")
+            out = bytearray()
+
+            async def keep(data: bytes) -> None:
+                out.extend(data)
+
+            worker.channel.stdin.write(script_request(script, worker.token))
+            status = await worker.output(keep)
+            await c.done(worker, status is not None)
         except (asyncssh.Error, OSError) as exc:
             return 255, f"connection to {name} lost: {exc}"
-        output = done.stdout if isinstance(done.stdout, bytes) else b""
-        code = done.exit_status if done.exit_status is not None else 255
-        return code, output.decode("utf-8", "replace")
+        return (status if status is not None else 255), out.decode("utf-8", "replace")
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -218,12 +351,7 @@ class SshPool:
         if c is None:
             process.finish(NOT_STARTED, f"host {process.host} is not connected")
             return
-        uploaded = (
-            c.uploaded.setdefault(process.via, set()) if any(isinstance(a, Upload) for a in argv) else set()
-        )
-        send = [a for a in argv if isinstance(a, Upload) and a.name not in uploaded]
-        script = hook_script(argv, env, cwd, c.directory, send)
-        process.task = self.loop.create_task(process.run(c, script, send))
+        process.task = self.loop.create_task(process.run(c, argv, env, cwd))
 
 
 class _Refused(Exception):
@@ -265,37 +393,38 @@ class RemoteProcess:
         os.set_blocking(self._out_w, False)
         self.code: int | None = None
         self.error = ""
-        self.pgid: int | None = None
-        self.pending: list[str] = []  # signals asked for before the group was known
-        self.channel: asyncssh.SSHClientProcess[bytes] | None = None
+        self.pending: list[str] = []  # signals asked for before the worker was known
         self.task: asyncio.Task[None] | None = None
         self.connection: _Connection | None = None
+        self.worker: _Worker | None = None
+        self.ended = False
 
-    async def run(self, c: _Connection, script: bytes, send: list[Upload]) -> None:
+    async def run(
+        self, c: _Connection, argv: list[str | Upload], env: dict[str, str], cwd: str | None
+    ) -> None:
         self.connection = c
         code, error = 255, ""
         try:
-            async with c.channels:
-                channel = await c.conn.create_process(f"exec {self.via}sh -s", encoding=None)
-                self.channel = channel
-                channel.stdin.write(script)
-                channel.stdin.write_eof()
-                mark = await channel.stderr.readline()
-                if mark.startswith(PGID_MARK):
-                    self.pgid = int(mark[len(PGID_MARK) :])
-                    if send:
-                        c.uploaded.setdefault(self.via, set()).update(u.name for u in send)
-                    for signal_name in self.pending:
-                        self._signal(signal_name)
-                elif mark:
-                    await self._write(mark)
-                while chunk := await channel.stdout.read(65536):
-                    await self._write(chunk)
-                await channel.wait()
-                status = channel.exit_status
-                code = status if status is not None and status >= 0 else 255
-                if channel.exit_signal is not None:
-                    code = -_signal_number(channel.exit_signal[0])
+            worker = self.worker = await c.worker(self.via)
+            for signal_name in list(self.pending):
+                self._signal(signal_name)
+            send = [a for a in argv if isinstance(a, Upload) and a.name not in worker.uploaded]
+            worker.channel.stdin.write(hook_request(argv, env, cwd, send, worker.token))
+            status = await worker.output(self._write)
+            reusable = status is not None and not self.pending
+            self.ended = True  # from here on a signal could only reach the worker's next request
+            if status is not None:
+                code = status
+                worker.uploaded.update(u.name for u in send)
+            else:  # the worker ended with the hook: killed at a timeout, or its shell did not start
+                await worker.ready
+                await self._write(worker.failure)
+                await worker.channel.wait()
+                exit_status = worker.channel.exit_status
+                code = exit_status if exit_status is not None and exit_status >= 0 else 255
+                if worker.channel.exit_signal is not None:
+                    code = -_signal_number(worker.channel.exit_signal[0])
+            await c.done(worker, reusable)
         except (asyncssh.Error, OSError) as exc:
             error = f"connection to {self.host} lost: {getattr(exc, 'reason', None) or exc}"
         self.finish(code, error)
@@ -318,21 +447,28 @@ class RemoteProcess:
         os.close(self._exit_w)
 
     def _signal(self, name: str) -> None:
-        if self.pgid is None or self.connection is None:
-            self.pending.append(name)
+        """Signal the hook's worker group (the worker goes with its hook: it is not reused)."""
+        if self.ended:
             return
-        # The shell's own kill: Debian's /bin/kill reads -PGID as a signal number; dash refuses --.
-        command = f"exec {self.via}sh -c 'kill -{name} -{self.pgid}' 2>/dev/null"
-        conn = self.connection.conn
+        if name not in self.pending:
+            self.pending.append(name)
+        worker, connection = self.worker, self.connection
+        if worker is None or connection is None:
+            return  # not started yet: `run` signals once it has its worker
+        worker.dirty = worker.dirty or name == "KILL"
 
         async def send() -> None:
+            await worker.ready
+            if worker.pgid is None:
+                return
+            # The shell's own kill: Debian's /bin/kill reads -PGID as a signal number; dash refuses --.
             try:
-                await conn.run(command)
+                await connection.conn.run(f"exec {self.via}sh -c 'kill -{name} -{worker.pgid}' 2>/dev/null")
             except (asyncssh.Error, OSError):
                 pass
-            if name == "KILL" and self.channel is not None and self.code is None:
+            if name == "KILL" and self.code is None:
                 await asyncio.sleep(0.5)  # something outside the group holds the output open
-                self.channel.close()
+                worker.channel.close()
 
         self.pool.loop.create_task(send())
 
