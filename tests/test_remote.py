@@ -629,14 +629,18 @@ def unreachable(sshd: SshServer, tmp_path_factory: pytest.TempPathFactory) -> Un
         configure(
             project,
             sshd,
-            [host("h1"), host("down", port=closed_port()), host("h3")],
+            [host("h1"), host("down", port=closed_port(), primary=True), host("h3")],
             {"ping": {"audience": "hosts", "timeout": 10}},
+            tasks={"once": {"run": f"touch {out}/task-once-$JUNCTURE_HOST", "on": ["ping"], "once": True}},
             on_unreachable=mode,
         )
         project.hook("ping", "10-touch", f"#!/bin/sh\ntouch {out}/ran-$JUNCTURE_HOST\n")
+        project.hook(
+            "ping", "20-once", f"#!/bin/sh\n# juncture: once\ntouch {out}/hook-once-$JUNCTURE_HOST\n"
+        )
         runs[mode] = start(project, "ping")
     done = {mode: finish(run) for mode, run in runs.items()}
-    ran = {mode: sorted(p.name.removeprefix("ran-") for p in out.glob("ran-*")) for mode, out in outs.items()}
+    ran = {mode: sorted(p.name for p in out.iterdir()) for mode, out in outs.items()}
     return Unreachable(done["abort"], done["skip"], ran["abort"], ran["skip"])
 
 
@@ -654,10 +658,17 @@ def test_unreachable_host_with_skip_runs_on_the_others_and_names_the_skipped_one
 ) -> None:
     done = unreachable.skip
     assert done.returncode == 0, done.stderr
-    assert unreachable.ran_skip == ["h1", "h3"]
+    assert [n for n in unreachable.ran_skip if n.startswith("ran-")] == ["ran-h1", "ran-h3"]
     assert "unreachable, skipped: down" in done.stdout
     assert "juncture: skipped down" in done.stderr
     assert "[down]" not in done.stdout
+
+
+def test_once_moves_to_the_first_reachable_host_when_the_primary_is_skipped(
+    unreachable: Unreachable,
+) -> None:
+    assert unreachable.skip.returncode == 0, unreachable.skip.stderr
+    assert [n for n in unreachable.ran_skip if "once" in n] == ["hook-once-h1", "task-once-h1"]
 
 
 # -- the server dies mid-run -------------------------------------------------------------------------------

@@ -49,9 +49,11 @@ def event_waves(
     context: Callable[[Target], dict[str, object]],
     default_dir: Callable[[Target], str | None],
     allowed: Callable[[Target], bool] = lambda _: True,
+    present: Callable[[Target], bool] = lambda _: True,
 ) -> list[list[Share]]:
-    """`context(target)`: the template names for a target; `allowed(target)`: whether the current
-    batch includes it. Without a stage, everything runs on this machine."""
+    """`context(target)`: the template names for a target; `allowed(target)`: whether it runs now (in
+    the current batch); `present(target)`: whether it takes part in the run at all (not an unreachable
+    host left out), which is where `once` looks. Without a stage, everything runs on this machine."""
     deploy = project.config.deploy
     placement = stage.placement if stage is not None else None
     waves: list[list[Share]] = []
@@ -59,7 +61,9 @@ def event_waves(
     def tasks(names: Iterable[str]) -> list[Share]:
         per_target: dict[Target, list[Hook]] = {}
         for name in names:
-            targets = select(deploy.tasks[name].selector, placement) if placement is not None else [LOCAL]
+            targets = (
+                select(deploy.tasks[name].selector, placement, present) if placement is not None else [LOCAL]
+            )
             for target in targets:
                 if allowed(target):
                     root = default_dir(target) if target.kind != "local" else project.root
@@ -71,13 +75,17 @@ def event_waves(
     if part != "after":
         waves.append(tasks(deploy.before.get(event, ())))
     if part != "before":
-        waves.append(_directory_hooks(project, stage, event, allowed))
+        waves.append(_directory_hooks(project, stage, event, allowed, present))
         waves.append(tasks((*deploy.after.get(event, ()), *deploy.on(event))))
     return _merged([wave for wave in waves if wave])
 
 
 def _directory_hooks(
-    project: Project, stage: Stage | None, event: str, allowed: Callable[[Target], bool]
+    project: Project,
+    stage: Stage | None,
+    event: str,
+    allowed: Callable[[Target], bool],
+    present: Callable[[Target], bool],
 ) -> list[Share]:
     config = project.config
     spec = project.event(event)
@@ -109,8 +117,8 @@ def _directory_hooks(
                 hooks.append(hook)
                 continue
             wide = dataclasses.replace(selector, once=False)
-            fits = [t for t in targets if (not wide or matches(wide, t)) and allowed(t)]
-            if selector.once:  # the primary host when it fits, else the first that does
+            fits = [t for t in targets if (not wide or matches(wide, t)) and present(t)]
+            if selector.once:  # the primary host when it fits, else the first that does: in one batch
                 fits = (
                     [next((t for t in fits if t.host is not None and t.host == primary), fits[0])]
                     if fits

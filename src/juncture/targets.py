@@ -7,6 +7,7 @@ only on matching targets, so a postgres layer's hook never runs in a mariadb con
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .config.hosts import Container, Host, Placement, Selector
@@ -69,8 +70,11 @@ def resolve_audience(audience: tuple[str, ...], placement: Placement, event: str
     return found
 
 
-def select(selector: Selector, placement: Placement) -> list[Target]:
-    """The targets of a task: its selector, else every host of the stage (this machine without hosts)."""
+def select(
+    selector: Selector, placement: Placement, present: Callable[[Target], bool] = lambda _: True
+) -> list[Target]:
+    """The targets of a task: its selector, else every host of the stage (this machine without hosts).
+    `once` picks the primary host, else the first; among the hosts `present` in the run."""
     if selector.local:
         return [LOCAL]
     if selector.containers:
@@ -83,9 +87,10 @@ def select(selector: Selector, placement: Placement) -> list[Target]:
         if (not selector.roles or set(selector.roles) & set(h.roles))
         and (not selector.hosts or h.name in selector.hosts)
     ]
-    if selector.once and hosts:
+    if selector.once:
+        hosts = [h for h in hosts if present(_host_target(h))]
         primary = placement.primary
-        hosts = [primary if primary is not None and primary in hosts else hosts[0]]
+        hosts = [primary if primary is not None and primary in hosts else hosts[0]] if hosts else []
     if not placement.hosts:
         return [LOCAL]
     return [_host_target(h) for h in hosts]

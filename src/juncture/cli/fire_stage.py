@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..environment import git_commit, identity, new_run_id, resolve_context
-from ..fanout import event_waves, host_context
+from ..fanout import Share, event_waves, host_context
 from ..fleet import Fleet
 from ..pipeline import stage_of
 from ..plan import template_context
@@ -37,8 +37,14 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
     def context(target: Target) -> dict[str, object]:
         return {**template_context(values, stage.variables), "host": host_context(target)}
 
-    waves = event_waves(project, stage, spec.name, context=context, default_dir=lambda _: None)
     fleet = Fleet(project, stage, run_id, who, args.verb, args.dry_run)
+
+    def spread() -> list[list[Share]]:
+        return event_waves(
+            project, stage, spec.name, context=context, default_dir=lambda _: None, present=fleet.reachable
+        )
+
+    waves = spread()
     log_dir = os.path.join(project.state_dir, "logs", run_id)
     if args.dry_run:
         for i, wave in enumerate(waves, 1):
@@ -52,7 +58,12 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
     reporter = make_reporter(args, summary=False)
     results = []
     try:
-        fleet.reach(fleet.hosts_of(waves))
+        while True:  # a host left out moves `once` hooks to another, maybe one not connected yet
+            skipped = len(fleet.skipped)
+            fleet.reach(fleet.hosts_of(waves))
+            if len(fleet.skipped) == skipped:
+                break
+            waves = spread()
         for wave in waves:
             plans = fleet.plans(spec.name, wave, lambda _: values, log_dir, project.root)
             wave_results = fleet.run(plans, reporter)
