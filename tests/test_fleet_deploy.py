@@ -525,6 +525,30 @@ def test_rollback_to_an_unknown_release_fails_and_changes_nothing(sshd: SshServe
     assert not list((tmp_path / "deployed").glob("*/deploy.lock"))
 
 
+def test_rollback_replaced_by_a_task_runs_it_on_the_hosts_instead_of_swapping(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    tasks = {
+        "restore": {
+            "run": f'echo "$JUNCTURE_HOST $JUNCTURE_PHASE" > {out}/restore-$JUNCTURE_HOST',
+            "replace": "deploy:rollback",
+        }
+    }
+    project = deploy_project(tmp_path, sshd, [host("h1"), host("h2")], {}, tasks=tasks)
+    ok(run(project, "deploy", STAGE))
+    ok(run(project, "deploy", STAGE))
+    live = currents(tmp_path, ("h1", "h2"))
+    done = ok(run(project, "rollback", STAGE))
+    assert currents(tmp_path, ("h1", "h2")) == live  # the task replaced the swap
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "restore-h1": "h1 deploy:rollback\n",
+        "restore-h2": "h2 deploy:rollback\n",
+    }
+    assert "replaced by task restore" in done.stdout
+
+
 # -- the deploy lock on the primary host ----------------------------------------------------------------
 
 

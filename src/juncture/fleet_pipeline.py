@@ -32,7 +32,8 @@ from .plan import template_context
 from .project import Project
 from .remote_target import RemoteTarget, release_tar
 from .target import StepFailed, next_release_name
-from .targets import Target
+from .targets import Target, select
+from .tasks import expand
 from .templating import render
 
 if TYPE_CHECKING:
@@ -157,6 +158,7 @@ class FleetPipeline(Pipeline):
             context=context,
             default_dir=self.default_dir_for,
             allowed=self.allowed,
+            present=self.fleet.reachable,
         )
         if self.batch is None:
             return waves
@@ -174,7 +176,9 @@ class FleetPipeline(Pipeline):
         return [(step, None) for step in steps]
 
     def fire(self, step: Step, extra: dict[str, str] | None = None) -> None:
-        waves = self.waves(step, extra)
+        self.run_waves(step, self.waves(step, extra), extra)
+
+    def run_waves(self, step: Step, waves: list[list[Share]], extra: dict[str, str] | None = None) -> None:
         if not waves:
             return
         self.output.point(step)
@@ -406,7 +410,29 @@ class FleetPipeline(Pipeline):
                 return f"{name}: {problem}"
         return ""
 
+    def _replaced_rollback(self, task: str) -> str:
+        """The task that replaces the built-in swap, on the hosts its selector names."""
+        step = Step(ROLLBACK, ROLLBACK)
+        deploy = self.project.config.deploy
+        shares = []
+        for target in select(deploy.tasks[task].selector, self.placement, self.fleet.reachable):
+            if target.host is not None and target.host.name not in self.remote:
+                continue
+            values = self.values(step, target, None)
+            context = {**template_context(values, self.stage.variables), "host": host_context(target)}
+            where = self.default_dir_for(target)
+            hooks = expand(deploy, where or "/", ROLLBACK, [task], context, where)
+            shares.append(Share(target, tuple(hooks)))
+        self.run_waves(step, [shares])
+        self.each(
+            lambda t: t.record("rolled-back", self.release, by=self.who.performer, run=self.run_id, task=task)
+        )
+        return f"replaced by task {task} on {len(shares)} target(s)"
+
     def _rollback_hosts(self) -> str:
+        replaced = next((t for t in self.project.config.deploy.tasks.values() if t.replace == ROLLBACK), None)
+        if replaced is not None:
+            return self._replaced_rollback(replaced.name)
         release = self.release
         hosts = [h for h in self.remote if self.remote[h].releases().count(release)]
         missing = sorted(set(self.remote) - set(hosts))
