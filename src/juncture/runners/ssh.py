@@ -167,9 +167,9 @@ class _Connection:
         await self.free()
 
     async def close(self) -> None:
-        """End the workers (each removes its files), clean up after killed ones, disconnect."""
-        for worker in self.idle:
-            worker.channel.stdin.write_eof()
+        """Clean up after killed workers, then drop the connection: sshd closes the other workers' input,
+        and each removes its files as it ends. (A polite close tears down every channel first, which
+        costs the client about 1 ms per host for nothing.)"""
         for worker in self.dirty:
             try:
                 await asyncio.wait_for(
@@ -177,8 +177,7 @@ class _Connection:
                 )
             except (asyncssh.Error, OSError, TimeoutError):
                 pass
-        self.conn.close()  # the workers saw the end of their input: they clean up after we have gone
-        await self.conn.wait_closed()
+        self.conn.abort()
 
 
 class SshPool:
