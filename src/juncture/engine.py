@@ -14,13 +14,17 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .discovery import Hook
 from .outcome import FAILED, HookResult, RunResult
 from .plan import Plan
 from .runners.local import LocalProcess
+from .runners.remote_script import OUTPUTS
 from .targets import Target
+
+if TYPE_CHECKING:
+    from .session import Session
 
 __all__ = ["TAIL_BYTES", "Process", "Reporter", "Starter", "run_plan", "run_plans"]
 
@@ -107,13 +111,21 @@ class _Job:
         self.tail = bytearray()
         self.log_fd = -1
         self.script: str | None = None  # an inline script's private file, removed when the hook ends
+        self.outputs: str | None = None  # the hook's outputs file, read when it ends
+        self.unmasked = b""  # output held back until its line is complete, so a secret is masked whole
 
 
 class _Runner:
     def __init__(
-        self, plans: list[Plan], reporter: Reporter, starter: Starter | None, concurrency: int
+        self,
+        plans: list[Plan],
+        reporter: Reporter,
+        starter: Starter | None,
+        concurrency: int,
+        session: Session | None = None,
     ) -> None:
         self.lanes = [_Lane(plan, starter) for plan in plans]
+        self.session = session
         self.reporter = reporter
         self.concurrency = concurrency  # lanes (targets) at work at once
         self.poller = select.poll()
@@ -139,8 +151,12 @@ class _Runner:
         now = time.monotonic()
         script = None
         process: Process
+        outputs = None
         try:
             env, cwd = lane.env, lane.cwd
+            if self.session is not None:
+                extra, outputs = self.session.hook_env(lane.target, event)
+                env = {**env, **extra}
             if command is not None:
                 env = {**env, **dict(command.env)} if command.env else env
                 cwd = command.cwd if command.cwd is not None else cwd
@@ -168,6 +184,7 @@ class _Runner:
             return
         job = _Job(lane, result, process, now, timeout)
         job.script = script
+        job.outputs = outputs
         self.running.append(job)
         lane.running.append(job)
         self.by_fd[process.out_fd] = job
@@ -180,6 +197,16 @@ class _Runner:
         if process.out_fd >= 0:
             self.close_output(job)
         result = job.result
+        if self.session is not None and job.outputs is not None:
+            event = job.lane.plan.event.name
+            if job.outputs == OUTPUTS:  # read back from the host by its runner
+                text = (getattr(process, "outputs", None) or b"").decode("utf-8", "surrogateescape")
+                note = self.session.collect_text(result, event, text)
+            else:
+                note = self.session.collect(result, event, job.outputs)
+            if note:
+                self.output(job, note.encode())
+                self.flush_output(job)
         result.duration = now - job.started
         result.tail = bytes(job.tail)
         if job.log_fd >= 0:
@@ -204,12 +231,20 @@ class _Runner:
                 lane.result.aborted_by = result
         if result.status == "interrupted":
             lane.result.interrupted.append(result)
+        if self.session is not None:
+            self.session.hook_done(lane.plan, result)
         self.reporter.hook_finished(result)
 
-    def close_output(self, job: _Job) -> None:
+    def flush_output(self, job: _Job) -> None:
+        if job.unmasked:
+            data, job.unmasked = job.unmasked, b""
+            self.pass_on(job, self.session.mask(data) if self.session is not None else data)
         if job.partial:
             self.reporter.hook_output(job.result, [job.partial])
             job.partial = b""
+
+    def close_output(self, job: _Job) -> None:
+        self.flush_output(job)
         fd = job.process.out_fd
         self.poller.unregister(fd)
         del self.by_fd[fd]
@@ -250,6 +285,17 @@ class _Runner:
             result.error = error
 
     def output(self, job: _Job, data: bytes) -> None:
+        if self.session is not None and job.outputs not in (None, OUTPUTS):
+            self.session.watch(job.outputs)
+        if self.session is not None and self.session.masks:
+            data = job.unmasked + data
+            cut = data.rfind(b"\n") + 1 if len(data) <= _MAX_LINE else len(data)
+            data, job.unmasked = self.session.mask(data[:cut]), data[cut:]
+            if not data:
+                return
+        self.pass_on(job, data)
+
+    def pass_on(self, job: _Job, data: bytes) -> None:
         result = job.result
         result.output_bytes += len(data)
         if job.log_fd < 0:
@@ -389,6 +435,8 @@ class _Runner:
         for lane in self.lanes:
             if not lane.started and self.interrupted:
                 lane.result.status = "interrupted"
+        if self.session is not None:
+            self.session.flush()
         return [lane.result for lane in self.lanes]
 
 
@@ -435,14 +483,18 @@ def _catch_signals(wake_fd: int, caught: list[int]) -> Callable[[], None]:
     return restore
 
 
-def run_plan(plan: Plan, reporter: Reporter) -> RunResult:
+def run_plan(plan: Plan, reporter: Reporter, session: Session | None = None) -> RunResult:
     """Execute `plan` on this machine and report as it goes. Never raises for a failing hook."""
-    return _Runner([plan], reporter, None, 1).run()[0]
+    return _Runner([plan], reporter, None, 1, session).run()[0]
 
 
 def run_plans(
-    plans: list[Plan], reporter: Reporter, starter: Starter | None, concurrency: int
+    plans: list[Plan],
+    reporter: Reporter,
+    starter: Starter | None,
+    concurrency: int,
+    session: Session | None = None,
 ) -> list[RunResult]:
     """Execute plans side by side, each on its target (one lane per plan), at most `concurrency` lanes at
     work at once. Within a lane, the plan's order, parallelism and failure mode apply as in `run_plan`."""
-    return _Runner(plans, reporter, starter, concurrency).run()
+    return _Runner(plans, reporter, starter, concurrency, session).run()

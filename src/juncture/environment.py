@@ -30,6 +30,7 @@ OWNED = (
     "DRY_RUN",
     "PHASE",
     "OUTPUT",
+    "OUTPUT_READONLY",
     # the deploy pipeline's facts
     "DEPLOY_TO",
     "RELEASE",

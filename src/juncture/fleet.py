@@ -15,6 +15,7 @@ from .fanout import Share
 from .outcome import RunResult
 from .plan import Plan
 from .project import Project
+from .session import Session
 from .targets import Target
 
 __all__ = ["Fleet", "Unreachable"]
@@ -115,9 +116,9 @@ class Fleet:
             )
         return plans
 
-    def run(self, plans: list[Plan], reporter: Reporter) -> list[RunResult]:
+    def run(self, plans: list[Plan], reporter: Reporter, session: Session | None = None) -> list[RunResult]:
         concurrency = self.placement.concurrency if self.placement is not None else 1
-        return run_plans(plans, reporter, self.connections, concurrency)
+        return run_plans(plans, reporter, self.connections, concurrency, session)
 
     def close(self) -> None:
         if self.connections is not None:

@@ -30,6 +30,7 @@ from .phases import FAILED, ROLLBACK
 from .pipeline import Failure, Pipeline, Step, _HookFailed, _sigterm_interrupts, rollback_release
 from .plan import template_context
 from .project import Project
+from .release_templates import render_tar
 from .remote_target import RemoteTarget, release_tar
 from .target import StepFailed, next_release_name
 from .targets import Target, select
@@ -190,7 +191,7 @@ class FleetPipeline(Pipeline):
             plans = self.fleet.plans(
                 step.event, wave, lambda t: self.values(step, t, extra), log_dir, self.project.root
             )
-            results = self.fleet.run(plans, self.output.hooks)
+            results = self.fleet.run(plans, self.output.hooks, self.session)
             if any(r.status == "interrupted" for r in results):
                 raise KeyboardInterrupt
             failed = next((r for r in results if r.status == "failed"), None)
@@ -205,9 +206,33 @@ class FleetPipeline(Pipeline):
         """Whether a deploy step runs once per batch (health_check: in each batch's health gate)."""
         return step.phase == "deploy:publishing" and (step.event or step.action) in (*_BATCHED, _GATE)
 
+    def rollout_order(self) -> list[str]:
+        """The stage's rollout order, or the `rollout_order` a hook of this run stored (maand's
+        put_rollout_order), which must name every host of the stage exactly once."""
+        configured = [h.name for h in self.placement.rollout_order()]
+        written = self.session.values.get(f"stage:{self.stage.name}", {}) if self.session else {}
+        if "rollout_order" not in written:
+            return configured
+        order = [name for name in written["rollout_order"].replace(",", " ").split() if name]
+        unknown = sorted(set(order) - set(configured))
+        missing = sorted(set(configured) - set(order))
+        twice = sorted({name for name in order if order.count(name) > 1})
+        if unknown or missing or twice:
+            problems = [
+                f"{label}: {', '.join(names)}"
+                for label, names in (("unknown", unknown), ("missing", missing), ("twice", twice))
+                if names
+            ]
+            raise StepFailed(
+                f"rollout_order {written['rollout_order']!r} is not an order of the stage's hosts ("
+                + "; ".join(problems)
+                + ")"
+            )
+        return order
+
     def batches(self, hosts: list[str] | None = None) -> list[tuple[str, ...]]:
         """The rollout's batches of `hosts` (default: all the stage's), in rollout order."""
-        order = [h.name for h in self.placement.rollout_order() if hosts is None or h.name in hosts]
+        order = [name for name in self.rollout_order() if hosts is None or name in hosts]
         size = self.placement.rollout.max_concurrent or len(order) or 1
         return [tuple(order[i : i + size]) for i in range(0, len(order), size)]
 
@@ -259,8 +284,11 @@ class FleetPipeline(Pipeline):
         elif action == "deploy:updating":
             self.built = True
             data, files = release_tar(config.source, self.project.root, "/nonexistent")
+            data, rendered = render_tar(data, *self.template_values())
             self.each(lambda t: t.build(self.release, data))
-            detail = f"built release {self.release} on {len(self.remote)} host(s): {files} files"
+            detail = f"built release {self.release} on {len(self.remote)} host(s): {files} files" + (
+                f", {rendered} template(s) rendered" if rendered else ""
+            )
         elif action == "deploy:symlink":
             self.each(lambda t: t.link_shared(self.release, config.shared_dirs, config.shared_files))
             detail = f"linked {len(config.shared_dirs) + len(config.shared_files)} shared path(s)"
@@ -341,7 +369,7 @@ class FleetPipeline(Pipeline):
         return f"connected to {len(self.remote)} host(s); lock taken on {primary.name}{skipped}"
 
     def _rollout(self) -> str:
-        order = [h.name for h in self.placement.rollout_order() if h.name in self.remote]
+        order = [name for name in self.rollout_order() if name in self.remote]
         batches = self.batches(order)
 
         def swap(t: RemoteTarget) -> None:

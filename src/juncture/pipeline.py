@@ -25,7 +25,9 @@ from .outcome import RunResult
 from .phases import ACTIONS, AFTER, BEFORE, FAILED, ROLLBACK, ROLLBACK_AFTER, ROLLBACK_BEFORE, RUNTIME_EVENTS
 from .plan import Plan, event_hooks, template_context
 from .project import Project
+from .release_templates import Values, render_tree
 from .render.pipeline import PipelineOutput
+from .session import Session, open_session, status_of
 from .target import LocalTarget, StepFailed, release_key
 from .tasks import expand
 
@@ -141,6 +143,7 @@ class Pipeline:
         self.dry_run = dry_run
         self.lock_wait = lock_wait
         self.run_id = new_run_id(who.started)
+        self.session: Session | None = None  # opened when the run starts
         self.started = time.monotonic()
         self.target = target = LocalTarget(stage.deploy_to)
         self.previous = target.current() or ""
@@ -281,13 +284,30 @@ class Pipeline:
     def run(self, steps: tuple[Step, ...], cleanup: bool = False) -> int:
         self.check_plans(steps)
         self.cleanup = cleanup
+        self.session = open_session(
+            self.project,
+            self.run_id,
+            self.verb,
+            stage=self.stage.name,
+            event=self.verb,
+            version=self.version,
+            who=self.who.performer,
+        )
+        code = 130
+        try:
+            code = self._run(steps)
+        finally:
+            self.session.end(status_of(code), code)
+        return code
+
+    def _run(self, steps: tuple[Step, ...]) -> int:
         self.output.started(self)
         with _sigterm_interrupts():
             try:
                 for step in steps:
                     self.phase = step.phase
                     if step.action:
-                        self.act(step.action)
+                        self.timed(step)
                     else:
                         self.fire(step)
             except (StepFailed, lock.LockHeld, UsageError) as exc:
@@ -307,8 +327,29 @@ class Pipeline:
             self.output.point(step)
             self.execute(plan)
 
+    def template_values(self) -> tuple[dict[str, str], Values]:
+        """What release templates see: the deploy's facts, the stage's variables, the KV store."""
+        context = template_context(self.facts("deploy:updating", "deploy:updating"), self.stage.variables)
+        assert self.session is not None
+        namespaces = (f"stage:{self.stage.name}", "app")
+        return context, Values(self.session.store, namespaces)
+
+    def timed(self, step: Step) -> None:
+        """A built-in step, in the run's history too."""
+        began = time.monotonic()
+        status = "failed"
+        try:
+            self.act(step.action)
+            status = "ok"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            if self.session is not None:
+                self.session.step_done(step.phase, step.action, time.monotonic() - began, status)
+
     def execute(self, plan: Plan) -> None:
-        result = run_plan(plan, self.output.hooks)
+        result = run_plan(plan, self.output.hooks, self.session)
         if result.status == "interrupted":
             raise KeyboardInterrupt
         if result.status == "failed":
@@ -325,8 +366,16 @@ class Pipeline:
             detail = f"{target.deploy_to} ready"
         elif action == "deploy:updating":
             self.built = True
-            files = target.build(self.release, config.source, self.project.root)
-            detail = f"built release {self.release}: {files} files"
+            rendered: list[int] = []
+            files = target.build(
+                self.release,
+                config.source,
+                self.project.root,
+                lambda path: rendered.append(render_tree(path, *self.template_values())),
+            )
+            detail = f"built release {self.release}: {files} files" + (
+                f", {rendered[0]} template(s) rendered" if rendered and rendered[0] else ""
+            )
         elif action == "deploy:symlink":
             target.link_shared(self.release, config.shared_dirs, config.shared_files)
             detail = f"linked {len(config.shared_dirs) + len(config.shared_files)} shared path(s)"
@@ -436,7 +485,7 @@ class Pipeline:
             return None
         self.output.point(Step(FAILED, FAILED))
         try:
-            return run_plan(plan, self.output.hooks)
+            return run_plan(plan, self.output.hooks, self.session)
         except KeyboardInterrupt:
             return None
 

@@ -129,9 +129,11 @@ class LocalTarget:
             where = ", ".join(os.path.join(self.shared_dir, p) for p in missing)
             raise StepFailed(f"shared file missing: {where} (create it once on the target)")
 
-    def build(self, name: str, source: Source, root: str) -> int:
-        """Copy or export the source into `releases/<name>.partial`, then rename it into place.
-        Returns the number of files."""
+    def build(
+        self, name: str, source: Source, root: str, prepare: Callable[[str], object] | None = None
+    ) -> int:
+        """Copy or export the source into `releases/<name>.partial`, `prepare` it (templates), then
+        rename it into place. Returns the number of files."""
         final = self.release_path(name)
         partial = final + PARTIAL
         try:
@@ -145,6 +147,8 @@ class LocalTarget:
                 # deploy_to may lie inside the source (the default source is the whole project)
                 excluded = source_excluder(source.path, source.exclude, self.deploy_to)
                 files = _copy_tree(source.path, partial, excluded)
+            if prepare is not None:
+                prepare(partial)
             if os.path.lexists(final):
                 raise StepFailed(f"release {final} already exists")
             os.rename(partial, final)

@@ -27,6 +27,8 @@ _COMMANDS = {
     "run": "task",
     "releases": "releases",
     "lock": "lock",
+    "kv": "kv",
+    "history": "history",
 }
 
 
@@ -96,6 +98,30 @@ def build_parser() -> argparse.ArgumentParser:
     locking = sub.add_parser("lock", help="show or force-release a stage's deploy lock")
     locking.add_argument("action", choices=["status", "release"])
     locking.add_argument("stage")
+
+    kv = sub.add_parser("kv", help="the KV store: variables and secrets for hooks and templates")
+    kv_sub = kv.add_subparsers(dest="kv_command", metavar="ACTION", parser_class=_Parser, required=True)
+    get = kv_sub.add_parser("get", help="print a value (a secret only with --reveal)")
+    get.add_argument("key")
+    get.add_argument("--reveal", action="store_true", help="print a secret's value")
+    put = kv_sub.add_parser("put", help="store a value; inside a hook: add it to the hook's outputs")
+    put.add_argument("key")
+    put.add_argument("value", nargs="?", help="the value (a secret is read from standard input)")
+    put.add_argument("--secret", action="store_true", help="encrypt it; the value comes from stdin")
+    listed = kv_sub.add_parser("list", help="list keys and values (secrets as ***)")
+    listed.add_argument("--json", action="store_true", help="one JSON document")
+    remove = kv_sub.add_parser("rm", help="remove a key")
+    remove.add_argument("key")
+    for action in (get, put, listed, remove):
+        action.add_argument(
+            "--ns", metavar="NAMESPACE", help="app (default), stage:NAME, host:NAME or job:NAME"
+        )
+
+    history = sub.add_parser("history", help="past runs; one run's events, hooks and steps")
+    history.add_argument("run_id", nargs="?", metavar="RUN_ID")
+    history.add_argument("--stage", help="only the runs of this stage")
+    history.add_argument("--json", action="store_true", help="one JSON document")
+    history.add_argument("--html", metavar="FILE", help="write the run's timeline as one HTML page")
     return parser
 
 

@@ -8,6 +8,7 @@ import os
 from ..engine import Reporter, run_plan
 from ..environment import identity
 from ..plan import Plan, make_plan
+from ..session import open_session, status_of
 from .common import parse_assignments, project_from, relative
 
 
@@ -17,20 +18,30 @@ def run(args: argparse.Namespace) -> int:
         from .fire_stage import fire_on_stage
 
         return fire_on_stage(project, args)
+    who = identity()
     plan = make_plan(
         project,
         args.event,
         context=parse_assignments(args.set),
         verb=args.verb,
         dry_run=args.dry_run,
-        who=identity(),
+        who=who,
     )
     if args.dry_run:
         _print_plan(plan, project.root, args.json)
         return 0
     reporter = make_reporter(args)
+    version = plan.env.get(f"{project.config.env_prefix}VERSION")
+    session = open_session(
+        project, plan.run_id, args.verb, event=args.event, version=version, who=who.performer
+    )
     os.chdir(project.root)  # hooks run here; being here already lets the engine use posix_spawn
-    result = run_plan(plan, reporter)
+    code = 130
+    try:
+        result = run_plan(plan, reporter, session)
+        code = result.exit_code
+    finally:
+        session.end(status_of(code), code)
     if result.exit_code and not args.json:
         import sys
 

@@ -9,12 +9,15 @@ import sys
 import time
 
 from ..environment import git_commit, identity, new_run_id, resolve_context
+from ..errors import JunctureError
 from ..fanout import Share, event_waves, host_context
 from ..fleet import Fleet
+from ..outcome import RunResult
 from ..pipeline import stage_of
 from ..plan import template_context
 from ..project import Project
 from ..render.terminal import format_duration
+from ..session import open_session, status_of
 from ..targets import Target
 from .common import parse_assignments
 from .fire import make_reporter
@@ -56,7 +59,11 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
     os.chdir(project.root)
     started = time.monotonic()
     reporter = make_reporter(args, summary=False)
-    results = []
+    results: list[RunResult] = []
+    session = open_session(
+        project, run_id, args.verb, stage=stage.name, event=spec.name, version=version, who=who.performer
+    )
+    code = 130
     try:
         while True:  # a host left out moves `once` hooks to another, maybe one not connected yet
             skipped = len(fleet.skipped)
@@ -66,13 +73,19 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
             waves = spread()
         for wave in waves:
             plans = fleet.plans(spec.name, wave, lambda _: values, log_dir, project.root)
-            wave_results = fleet.run(plans, reporter)
+            wave_results = fleet.run(plans, reporter, session)
             results += wave_results
             if any(r.status != "ok" for r in wave_results):
                 break
+        failed = [r for r in results if r.status != "ok"]
+        worst = next((r for r in failed if r.status == "interrupted"), failed[0]) if failed else None
+        code = worst.exit_code if worst is not None else 0
+    except JunctureError as exc:
+        code = exc.exit_code
+        raise
     finally:
         fleet.close()
-    failed = [r for r in results if r.status != "ok"]
+        session.end(status_of(code), code)
     hooks = sum(len(r.hooks) for r in results)
     targets = {r.plan.target.name for r in results}
     if not args.json and not args.quiet:
@@ -83,9 +96,6 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
         print(f"{line} in {format_duration(time.monotonic() - started)}")
     for why in fleet.skipped.values():
         sys.stderr.write(f"juncture: skipped {why}\n")
-    if failed:
-        worst = next((r for r in failed if r.status == "interrupted"), failed[0])
-        if not args.json:
-            sys.stderr.write(f"juncture: [{worst.plan.target.name}] {worst.message()}\n")
-        return worst.exit_code
-    return 0
+    if worst is not None and not args.json:
+        sys.stderr.write(f"juncture: [{worst.plan.target.name}] {worst.message()}\n")
+    return code

@@ -11,6 +11,7 @@ from ..errors import UsageError
 from ..pipeline import Pipeline, stage_of
 from ..render.pipeline import PipelineOutput
 from ..render.terminal import TerminalReporter
+from ..session import open_session, status_of
 from .common import project_from
 
 
@@ -23,7 +24,15 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline(project, stage, "run", identity(), PipelineOutput())
     plan = pipeline.task_plan(args.task, args.task, "")
     os.chdir(project.root)
-    result = run_plan(plan, TerminalReporter("verbose" if args.verbose else "normal"))
+    session = open_session(
+        project, pipeline.run_id, "run", stage=stage.name, event=args.task, who=pipeline.who.performer
+    )
+    code = 130
+    try:
+        result = run_plan(plan, TerminalReporter("verbose" if args.verbose else "normal"), session)
+        code = result.exit_code
+    finally:
+        session.end(status_of(code), code)
     if result.exit_code:
         import sys
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 __all__ = [
     "NOT_STARTED",
+    "OUTPUTS",
     "PGID_MARK",
     "Upload",
     "file_argv",
@@ -25,6 +26,9 @@ __all__ = [
 ]
 
 PGID_MARK = b"juncture-pgid "
+OUTPUTS = (
+    "\0outputs"  # an environment value naming the hook's outputs file on the target (no NUL in a real one)
+)
 NOT_STARTED = 125  # the exit code when the hook could not be started on the target
 
 
@@ -65,9 +69,13 @@ def _run_lines(
     """Upload what the target lacks as private files `$D-NAME`, then export, cd and exec `argv` (an Upload
     in it is its file). A file without a `#!` line is made executable and run directly."""
     lines = []
-    if send:
+    outputs = OUTPUTS in env.values()
+    if send or outputs:
         # Files only this user can read, created exclusively (noclobber): no mkdir to pay for.
-        lines.append("umask 077; set -C")
+        lines.append("umask 077")
+        if outputs:  # emptied for each hook; read back by the worker after it
+            lines.append(f': > "$D-out" || exit {NOT_STARTED}')
+        lines.append("set -C")
         for upload in send:
             lines.append(
                 f"printf '%b' {_printf_word(upload.data)} > \"$D-{upload.name}\" || exit {NOT_STARTED}"
@@ -75,7 +83,10 @@ def _run_lines(
         lines.append('set +C; umask "$U"')
     if argv and isinstance(argv[0], Upload):
         lines.append(f'chmod 700 "$D-{argv[0].name}" || exit {NOT_STARTED}')
-    lines += [f"export {key}={quote(value)}" for key, value in env.items()]
+    lines += [
+        f'export {key}="$D-out"' if value == OUTPUTS else f"export {key}={quote(value)}"
+        for key, value in env.items()
+    ]
     if cwd:
         lines.append(f"cd {quote(cwd)} || exit {NOT_STARTED}")
     words = [f'"$D-{arg.name}"' if isinstance(arg, Upload) else quote(arg) for arg in argv]
@@ -113,17 +124,20 @@ def worker_prelude(prefix: str) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def worker_request(body: list[str], token: str) -> bytes:
+def worker_request(body: list[str], token: str, outputs: bool = False) -> bytes:
     """`body` in a subshell of the worker, output and errors on stdout, then `\\nTOKEN STATUS\\n` there:
-    the end of this request's output, which no hook can forge (the token is random, per worker)."""
+    the end of this request's output, which no hook can forge (the token is random, per worker). With
+    `outputs`, the hook's outputs file follows, up to `\\nTOKEN end\\n`."""
     lines = ["(", *body, ") </dev/null 2>&1", f"printf '\\n%s %s\\n' {token} \"$?\""]
+    if outputs:
+        lines += ['[ ! -s "$D-out" ] || cat "$D-out"', f"printf '\\n%s end\\n' {token}"]
     return ("\n".join(lines) + "\n").encode("utf-8", "surrogateescape")
 
 
 def hook_request(
     argv: list[str | Upload], env: dict[str, str], cwd: str | None, send: list[Upload], token: str
 ) -> bytes:
-    return worker_request(_run_lines(argv, env, cwd, send), token)
+    return worker_request(_run_lines(argv, env, cwd, send), token, OUTPUTS in env.values())
 
 
 def script_request(script: str, token: str) -> bytes:

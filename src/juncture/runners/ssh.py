@@ -20,6 +20,7 @@ import asyncssh
 from ..config.hosts import Host, SshOptions
 from .remote_script import (
     NOT_STARTED,
+    OUTPUTS,
     PGID_MARK,
     Upload,
     hook_request,
@@ -62,6 +63,7 @@ class _Worker:
         self.token = secrets.token_hex(16)
         self.marker = f"\n{self.token} ".encode()
         self.uploaded: set[str] = set()
+        self.rest = b""  # what came after a request's status: its outputs file
         self.pgid: int | None = None
         self.failure = b""  # what the shell said instead of starting
         self.dirty = False  # killed: its files may be left behind
@@ -75,9 +77,21 @@ class _Worker:
         else:
             self.failure = mark + await self.channel.stderr.read()
 
+    async def outputs(self) -> bytes:
+        """The hook's outputs file, which follows its status when the request asked for it."""
+        end = f"\n{self.token} end\n".encode()
+        data = self.rest
+        while end not in data:
+            chunk = await self.channel.stdout.read(65536)
+            if not chunk:
+                raise asyncssh.ConnectionLost("the worker ended before sending the hook's outputs")
+            data += chunk
+        self.rest = b""
+        return data[: data.index(end)]
+
     async def output(self, write: Callable[[bytes], Awaitable[None]]) -> int | None:
         """Pass one request's output to `write`; its status, or None when the worker ended first."""
-        held = b""
+        held = self.rest = b""
         keep = len(self.marker) - 1  # a marker may be split across chunks: hold back its length
         while chunk := await self.channel.stdout.read(65536):
             held += chunk
@@ -87,6 +101,7 @@ class _Worker:
                 if end < 0:
                     continue
                 await write(held[:at])
+                self.rest = held[end + 1 :]
                 return int(held[at + len(self.marker) : end])
             if len(held) > keep:
                 await write(held[:-keep])
@@ -396,6 +411,7 @@ class RemoteProcess:
         self.task: asyncio.Task[None] | None = None
         self.connection: _Connection | None = None
         self.worker: _Worker | None = None
+        self.outputs: bytes | None = None  # the hook's outputs file, read back from the target
         self.ended = False
 
     async def run(
@@ -410,6 +426,8 @@ class RemoteProcess:
             send = [a for a in argv if isinstance(a, Upload) and a.name not in worker.uploaded]
             worker.channel.stdin.write(hook_request(argv, env, cwd, send, worker.token))
             status = await worker.output(self._write)
+            if status is not None and OUTPUTS in env.values():
+                self.outputs = await worker.outputs()
             reusable = status is not None and not self.pending
             self.ended = True  # from here on a signal could only reach the worker's next request
             if status is not None:

@@ -1,0 +1,234 @@
+"""What one run keeps for its hooks: each hook's outputs file and the values committed from it, the
+secrets to mask in everything shown or written, and the run's history in the store.
+
+The engine asks it for a hook's extra environment when the hook starts, and hands it the hook's
+outcome when it ends: a hook that succeeded has its outputs committed in one transaction; a hook that
+failed or timed out has nothing committed; during a health check nothing is committed and the hook's
+output says why. Values committed by a hook reach every later hook of the run as `<PREFIX>VAR_<KEY>`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import time
+from typing import Any
+
+from .events import EventSpec
+from .outcome import HookResult
+from .outputs import OutputsError, parse_outputs
+from .plan import Plan
+from .project import Project
+from .runners.remote_script import OUTPUTS
+from .store import Store
+from .targets import Target
+
+__all__ = ["READ_ONLY_EVENTS", "Session", "env_name", "open_session", "status_of"]
+
+READ_ONLY_EVENTS = frozenset({"health_check"})  # checks look, they do not change state (maand's rule)
+_MIN_MASKED = 3  # shorter secrets would blank out ordinary text
+_PYLIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pylib")  # juncture_hook.py alone
+
+
+def env_name(key: str) -> str:
+    """A KV key as an environment variable's suffix: `db.url` -> `DB_URL`."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", key).upper()
+
+
+class Session:
+    def __init__(self, store: Store, prefix: str, run: dict[str, Any]) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.run_id: str = run["id"]
+        self.stage: str | None = run.get("stage")
+        self.values: dict[str, dict[str, str]] = {}  # namespace -> key -> value committed this run
+        self.masks: list[bytes] = []
+        self._directory: str | None = None
+        self._items: list[dict[str, Any]] = []
+        self._seen: dict[str, int] = {}  # outputs file -> size when last read
+        self._ended = False
+        store.run_started(run)
+        self.add_masks(store.secret_values())
+
+    # -- masking ----------------------------------------------------------------------------------
+
+    def add_masks(self, values: list[str]) -> None:
+        found = {v.encode() for v in values if len(v) >= _MIN_MASKED} | set(self.masks)
+        self.masks = sorted(found, key=len, reverse=True)  # a secret containing another goes first
+
+    def mask(self, data: bytes) -> bytes:
+        for secret in self.masks:
+            if secret in data:
+                data = data.replace(secret, b"***")
+        return data
+
+    def mask_text(self, text: str) -> str:
+        return self.mask(text.encode()).decode("utf-8", "replace") if self.masks else text
+
+    # -- a hook's environment and outputs ---------------------------------------------------------
+
+    def namespace(self) -> str:
+        return f"stage:{self.stage}" if self.stage else "app"
+
+    def hook_env(self, target: Target, event: EventSpec) -> tuple[dict[str, str], str | None]:
+        """The environment a hook gets from the run, and its outputs file (None on other machines: the
+        file would have to be read back from there)."""
+        env: dict[str, str] = {}
+        namespaces = ["app", self.namespace()]
+        if target.host is not None:
+            namespaces.append(f"host:{target.host.name}")
+        for ns in namespaces:
+            for key, value in self.values.get(ns, {}).items():
+                env[f"{self.prefix}VAR_{env_name(key)}"] = value
+        if target.kind != "local":
+            if target.container is not None and target.container.host is None:
+                return env, None  # a container here runs a session per hook: no file comes back
+            env[f"{self.prefix}OUTPUT"] = OUTPUTS  # the file is made there
+            if event.name in READ_ONLY_EVENTS:
+                env[f"{self.prefix}OUTPUT_READONLY"] = "1"
+            return env, OUTPUTS
+        if self._directory is None:
+            self._directory = tempfile.mkdtemp(prefix=f"juncture-{self.run_id}-")  # 0700
+        fd, path = tempfile.mkstemp(dir=self._directory, prefix="output-")  # 0600
+        os.close(fd)
+        env[f"{self.prefix}OUTPUT"] = path
+        inherited = os.environ.get("PYTHONPATH")
+        env["PYTHONPATH"] = _PYLIB + (os.pathsep + inherited if inherited else "")  # juncture_hook
+        if event.name in READ_ONLY_EVENTS:
+            env[f"{self.prefix}OUTPUT_READONLY"] = "1"
+        return env, path
+
+    def watch(self, path: str) -> None:
+        """Learn the secrets a running hook has written so far, before its output shows them."""
+        try:
+            size = os.stat(path).st_size
+        except OSError:
+            return
+        if size == self._seen.get(path, 0):
+            return
+        self._seen[path] = size
+        with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+            text = handle.read()
+        secrets = [line for line in text.splitlines() if " secret " in f" {line}"]
+        try:
+            self.add_masks([e.value for e in parse_outputs("\n".join(secrets)) if e.secret])
+        except OutputsError:
+            # a value of several lines: the whole file, once complete, is read at the end
+            self.add_masks([line.partition("=")[2] for line in secrets if "=" in line])
+
+    def collect(self, result: HookResult, event: str, path: str) -> str:
+        """Commit a finished hook's outputs file when it succeeded; a message for its output, or ""."""
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as handle:
+                text = handle.read()
+            os.unlink(path)
+        except OSError:
+            return ""
+        self._seen.pop(path, None)
+        return self.collect_text(result, event, text)
+
+    def collect_text(self, result: HookResult, event: str, text: str) -> str:
+        if not text.strip():
+            return ""
+        try:
+            entries = parse_outputs(text)
+        except OutputsError as exc:
+            if result.status == "ok":
+                result.status = "failed"
+                result.error = f"outputs file {exc}: nothing stored"
+            return f"juncture: outputs file {exc}; nothing was stored\n"
+        self.add_masks([e.value for e in entries if e.secret])
+        keys = ", ".join(e.key for e in entries)
+        if event in READ_ONLY_EVENTS:
+            return f"juncture: {event} is read-only: not stored: {keys}\n"
+        if result.status != "ok":
+            return f"juncture: the hook did not succeed: not stored: {keys}\n"
+        self.store.put(entries, self.namespace(), self.run_id)
+        for entry in entries:
+            if not entry.secret:
+                self.values.setdefault(entry.ns or self.namespace(), {})[entry.key] = entry.value
+        return ""
+
+    # -- history ----------------------------------------------------------------------------------
+
+    def hook_done(self, plan: Plan, result: HookResult) -> None:
+        ended = time.time()
+        phase = plan.env.get(f"{self.prefix}PHASE") or None
+        self._items.append(
+            {
+                "target": result.target,
+                "kind": "hook",
+                "phase": phase,
+                "event": plan.event.name,
+                "name": result.hook.label,
+                "started_at": ended - result.duration,
+                "ended_at": ended,
+                "status": result.status,
+                "exit_code": result.exit_code,
+                "output_tail": self.mask_text(_last_lines(result.tail)),
+            }
+        )
+
+    def step_done(self, phase: str, name: str, seconds: float, status: str, target: str = "local") -> None:
+        ended = time.time()
+        self._items.append(
+            {
+                "target": target,
+                "kind": "step",
+                "phase": phase,
+                "event": None,
+                "name": self.mask_text(name),
+                "started_at": ended - seconds,
+                "ended_at": ended,
+                "status": status,
+                "exit_code": None,
+                "output_tail": "",
+            }
+        )
+
+    def flush(self) -> None:
+        """Write the history gathered so far (after each event: a killed run keeps what it did)."""
+        items, self._items = self._items, []
+        self.store.add_items(self.run_id, items)
+
+    def end(self, status: str, exit_code: int) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self.flush()
+        self.store.run_ended(self.run_id, status, exit_code)
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+
+def _last_lines(tail: bytes, lines: int = 20) -> str:
+    return b"\n".join(tail.rstrip(b"\n").split(b"\n")[-lines:]).decode("utf-8", "replace")
+
+
+def open_session(
+    project: Project,
+    run_id: str,
+    verb: str,
+    *,
+    stage: str | None = None,
+    event: str | None = None,
+    version: str | None = None,
+    who: str = "",
+) -> Session:
+    """The session of a run about to start, recorded in the project's store as running."""
+    run = {
+        "id": run_id,
+        "verb": verb,
+        "stage": stage,
+        "event": event,
+        "version": version,
+        "who": who,
+        "started_at": time.time(),
+    }
+    return Session(Store(project.state_dir), project.config.env_prefix, run)
+
+
+def status_of(exit_code: int) -> str:
+    return "ok" if exit_code == 0 else "interrupted" if exit_code == 130 else "failed"
