@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 from .discovery import Hook
+from .errors import JunctureError
 from .outcome import FAILED, HookResult, RunResult
 from .plan import Plan
 from .runners.local import LocalProcess
@@ -173,12 +174,12 @@ class _Runner:
                         argv.append(script)
                 stdin = None if event.stdin == "inherit" else self.devnull
                 process = LocalProcess(argv, env, cwd, stdin)
-        except OSError as exc:
+        except (OSError, JunctureError) as exc:  # JunctureError: a secret the event asks for is missing
             if script is not None:
                 os.unlink(script)
             result.status = "error"
-            result.error = exc.strerror or str(exc)
-            if exc.errno == errno.ENOEXEC:
+            result.error = (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
+            if isinstance(exc, OSError) and exc.errno == errno.ENOEXEC:
                 result.error += " (no #! line?)"
             self.finished(lane, result)
             return

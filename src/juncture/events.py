@@ -86,5 +86,6 @@ class EventSpec:
     # None: any context field may be set; a tuple: exactly these (closed set).
     fields: tuple[FieldSpec, ...] | None = None
     description: str = ""
+    secrets: tuple[str, ...] = ()  # KV secrets its hooks get as <PREFIX>SECRET_<KEY>
     # Where the options came from: "juncture.yaml:12", "built-in", "python: EventX", "undeclared".
     source: str = "undeclared"

@@ -22,7 +22,7 @@ from .outputs import OutputsError, parse_outputs
 from .plan import Plan
 from .project import Project
 from .runners.remote_script import OUTPUTS
-from .store import Store
+from .store import StateError, Store
 from .targets import Target
 
 __all__ = ["READ_ONLY_EVENTS", "Session", "env_name", "open_session", "status_of"]
@@ -49,6 +49,7 @@ class Session:
         self._items: list[dict[str, Any]] = []
         self._seen: dict[str, int] = {}  # outputs file -> size when last read
         self._files = 0
+        self._secrets: dict[tuple[str, str], str | None] = {}
         self._ended = False
         store.run_started(run)
         self.add_masks(store.secret_values())
@@ -77,12 +78,14 @@ class Session:
         """The environment a hook gets from the run, and its outputs file (None on other machines: the
         file would have to be read back from there)."""
         env: dict[str, str] = {}
-        namespaces = ["app", self.namespace()]
+        namespaces = list(dict.fromkeys(["app", self.namespace()]))
         if target.host is not None:
             namespaces.append(f"host:{target.host.name}")
         for ns in namespaces:
             for key, value in self.values.get(ns, {}).items():
                 env[f"{self.prefix}VAR_{env_name(key)}"] = value
+        for key in event.secrets:  # only where the config asks for them
+            env[f"{self.prefix}SECRET_{env_name(key)}"] = self.secret(key, namespaces[::-1])
         if target.kind != "local":
             if target.container is not None and target.container.host is None:
                 return env, None  # a container here runs a session per hook: no file comes back
@@ -122,6 +125,17 @@ class Session:
         except OutputsError:
             # a value of several lines: the whole file, once complete, is read at the end
             self.add_masks([line.partition("=")[2] for line in secrets if "=" in line])
+
+    def secret(self, key: str, namespaces: list[str]) -> str:
+        """A secret from the most specific namespace that has it (host, stage, app)."""
+        for ns in namespaces:
+            if (ns, key) not in self._secrets:
+                item = self.store.get(ns, key)
+                self._secrets[(ns, key)] = item.value if item is not None and item.secret else None
+            value = self._secrets[(ns, key)]
+            if value is not None:
+                return value
+        raise StateError(f"secret {key!r} is not in the store ({' or '.join(namespaces)})")
 
     def collect(self, result: HookResult, event: str, path: str) -> str:
         """Commit a finished hook's outputs file when it succeeded; a message for its output, or ""."""

@@ -38,10 +38,12 @@ _EVENT_KEYS = (
     "parallel",
     "stdin",
     "fields",
+    "secrets",
 )
 _FIELD_KEYS = ("required", "default", "description")
 _PREFIX = re.compile(r"[A-Z][A-Z0-9_]*\Z")
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+SECRET_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")  # as outputs.KEY (not imported: keep config light)
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,10 @@ def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> 
         problem = audience_problem(item)
         if problem:
             raise doc.error((*path, "audience", str(i)), problem)
+    secrets = string_list(doc, body.get("secrets", []), (*path, "secrets"))
+    for i, key in enumerate(secrets):
+        if not SECRET_KEY.match(key):
+            raise doc.error((*path, "secrets", str(i)), f"{key!r}: a KV key (letters, digits, _ . -)")
     return EventSpec(
         name=name,
         revision=revision,
@@ -148,6 +154,7 @@ def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> 
         stdin=stdin,
         fields=_fields(doc, body["fields"], (*path, "fields")) if "fields" in body else None,
         description=string(doc, body.get("description", ""), (*path, "description")),
+        secrets=tuple(secrets),
         source=f"{os.path.basename(doc.file)}:{doc.line(path)}",
     )
 
