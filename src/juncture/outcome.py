@@ -88,4 +88,6 @@ def describe(result: HookResult) -> str:
         return f"was killed by signal {name}"
     if result.exit_code:
         return f"exited with code {result.exit_code}"
+    if result.status == "failed" and result.error:  # exited 0, but what it left is wrong
+        return result.error
     return "succeeded"

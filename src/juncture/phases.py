@@ -49,6 +49,13 @@ ACTIONS = {
 MARKERS = tuple(phase for phase in DEPLOY_PHASES if phase not in ACTIONS)
 FAILED = "deploy:failed"
 ROLLBACK = "deploy:rollback"
+# Every built-in step, as the dry run and the history name it.
+STEPS = {
+    **ACTIONS,
+    ROLLBACK: "swap `current` back",
+    "unlock": "release the deploy lock",
+    "rollout": "swap `current` in batches, each behind its health gate",
+}
 
 # Kamal's and maand's names, mapped onto the points of the pipeline (see the README's table).
 BEFORE = {

@@ -22,7 +22,17 @@ from .engine import run_plan
 from .environment import Identity, contract, git_commit, new_run_id
 from .errors import UsageError
 from .outcome import RunResult
-from .phases import ACTIONS, AFTER, BEFORE, FAILED, ROLLBACK, ROLLBACK_AFTER, ROLLBACK_BEFORE, RUNTIME_EVENTS
+from .phases import (
+    ACTIONS,
+    AFTER,
+    BEFORE,
+    FAILED,
+    ROLLBACK,
+    ROLLBACK_AFTER,
+    ROLLBACK_BEFORE,
+    RUNTIME_EVENTS,
+    STEPS,
+)
 from .plan import Plan, event_hooks, template_context
 from .project import Project
 from .release_templates import Values, render_tree
@@ -346,7 +356,8 @@ class Pipeline:
             raise
         finally:
             if self.session is not None:
-                self.session.step_done(step.phase, step.action, time.monotonic() - began, status)
+                name = STEPS.get(step.action, step.action)
+                self.session.step_done(step.phase, name, time.monotonic() - began, status)
 
     def execute(self, plan: Plan) -> None:
         result = run_plan(plan, self.output.hooks, self.session)

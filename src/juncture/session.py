@@ -118,13 +118,7 @@ class Session:
             return
         self._seen[path] = size
         with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            text = handle.read()
-        secrets = [line for line in text.splitlines() if " secret " in f" {line}"]
-        try:
-            self.add_masks([e.value for e in parse_outputs("\n".join(secrets)) if e.secret])
-        except OutputsError:
-            # a value of several lines: the whole file, once complete, is read at the end
-            self.add_masks([line.partition("=")[2] for line in secrets if "=" in line])
+            self.add_masks(_written_secrets(handle.read()))
 
     def secret(self, key: str, namespaces: list[str]) -> str:
         """A secret from the most specific namespace that has it (host, stage, app)."""
@@ -251,3 +245,26 @@ def open_session(
 
 def status_of(exit_code: int) -> str:
     return "ok" if exit_code == 0 else "interrupted" if exit_code == 130 else "failed"
+
+
+def _written_secrets(text: str) -> list[str]:
+    """The secret values in a (maybe half-written) outputs file: single-line values, and each line of a
+    value of several lines (its end may not be written yet)."""
+    found: list[str] = []
+    delimiter = None
+    for line in text.split("\n"):
+        if delimiter is not None:
+            if line == delimiter:
+                delimiter = None
+            else:
+                found.append(line)
+            continue
+        rest = line.split(" ", 1)[1] if line.startswith("@") and " " in line else line
+        if not rest.startswith("secret "):
+            continue
+        head, marker, tail = rest[len("secret ") :].partition("<<")
+        if marker and "=" not in head:
+            delimiter = tail
+        else:
+            found.append(rest.partition("=")[2])
+    return found

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ..discovery import Hook
 from ..environment import identity
 from ..fanout import Share
-from ..phases import ACTIONS, FAILED, ROLLBACK
+from ..phases import FAILED, ROLLBACK, STEPS
 from ..pipeline import Pipeline, Step, deploy_steps, rollback_release, rollback_steps, stage_of
 from ..render.pipeline import PipelineOutput
 from ..target import LocalTarget
@@ -83,9 +83,6 @@ def _version_of(target: LocalTarget, release: str) -> str | None:
     return found[-1] if found and found[-1] else None
 
 
-_ACTIONS = {**ACTIONS, ROLLBACK: "swap `current` back", "unlock": "release the deploy lock"}
-
-
 def _print_steps(pipeline: Pipeline, steps: tuple[Step, ...]) -> None:
     if pipeline.stage.placement.hosts:
         _print_fleet_steps(pipeline, steps)  # type: ignore[arg-type]
@@ -95,7 +92,7 @@ def _print_steps(pipeline: Pipeline, steps: tuple[Step, ...]) -> None:
     output.started(pipeline)
     for step, plan in pipeline.check_plans(steps):
         if step.action:
-            print(f"  {step.phase}  [{_ACTIONS[step.action]}]")
+            print(f"  {step.phase}  [{STEPS[step.action]}]")
             continue
         if plan is None:
             continue
@@ -129,7 +126,7 @@ def _print_fleet_steps(pipeline: FleetPipeline, steps: tuple[Step, ...]) -> None
         suffix = "  (each batch)" if each else ""
         if step.action:
             on = f" on {primary}" if step.action in ("deploy:starting", "unlock") else ""
-            print(f"  {step.phase}  [{_ACTIONS[step.action]}{on}]{suffix}")
+            print(f"  {step.phase}  [{STEPS[step.action]}{on}]{suffix}")
             continue
         waves = pipeline.waves(step)
         gate = each and step.event == "health_check"
