@@ -49,6 +49,9 @@ class Session:
         self._items: list[dict[str, Any]] = []
         self._seen: dict[str, int] = {}  # outputs file -> size when last read
         self._files = 0
+        self._empty: list[str] = []  # outputs files that hooks left empty
+        inherited = os.environ.get("PYTHONPATH")
+        self._pythonpath = _PYLIB + (os.pathsep + inherited if inherited else "")  # for juncture_hook
         self._secrets: dict[tuple[str, str], str | None] = {}
         self._ended = False
         store.run_started(run)
@@ -98,12 +101,14 @@ class Session:
             # secrets written to it never reach a disk
             shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
             self._directory = tempfile.mkdtemp(prefix=f"juncture-{self.run_id}-", dir=shm)  # 0700
-        self._files += 1
-        path = os.path.join(self._directory, f"output-{self._files}")  # private dir, fresh names
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        if self._empty:  # a file an earlier hook left empty: no need to make another
+            path = self._empty.pop()
+        else:
+            self._files += 1
+            path = f"{self._directory}/output-{self._files}"  # private dir, fresh names
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         env[f"{self.prefix}OUTPUT"] = path
-        inherited = os.environ.get("PYTHONPATH")
-        env["PYTHONPATH"] = _PYLIB + (os.pathsep + inherited if inherited else "")  # juncture_hook
+        env["PYTHONPATH"] = self._pythonpath
         if event.name in READ_ONLY_EVENTS:
             env[f"{self.prefix}OUTPUT_READONLY"] = "1"
         return env, path
@@ -134,6 +139,9 @@ class Session:
     def collect(self, result: HookResult, event: str, path: str) -> str:
         """Commit a finished hook's outputs file when it succeeded; a message for its output, or ""."""
         try:
+            if not os.stat(path).st_size:  # most hooks write nothing: the next hook gets the file
+                self._empty.append(path)
+                return ""
             with open(path, encoding="utf-8", errors="surrogateescape") as handle:
                 text = handle.read()
             os.unlink(path)
@@ -180,7 +188,7 @@ class Session:
                 "ended_at": ended,
                 "status": result.status,
                 "exit_code": result.exit_code,
-                "output_tail": self.mask_text(_last_lines(result.tail)),
+                "output_tail": self.mask_text(_last_lines(result.tail)) if result.tail else "",
             }
         )
 
