@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import itertools
 import json
 import os
@@ -202,6 +203,14 @@ def test_killed_run_shows_interrupted(project: ProjectDir, tmp_path: Path) -> No
     assert line.split("  ")[0] == run["id"]
     assert line.split("  ")[7] == "interrupted"
     assert _shown(project, run["id"])["run"]["status"] == "interrupted"
+    # The killed run's private outputs directory is removed by the next run that needs one.
+    left = [
+        p for p in glob.glob(f"/dev/shm/juncture-{run['id']}-*") + glob.glob(f"/tmp/juncture-{run['id']}-*")
+    ]
+    assert left, "the killed run had an outputs directory"
+    project.hook("ev2", "10-quick", "#!/bin/sh\ntrue\n")
+    _ok(project.run("fire", "ev2"))
+    assert not any(os.path.exists(p) for p in left)
 
 
 def test_html_has_one_bar_per_item(project: ProjectDir, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ output says why. Values committed by a hook reach every later hook of the run as
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import shutil
@@ -97,10 +98,9 @@ class Session:
                 env[f"{self.prefix}OUTPUT_READONLY"] = "1"
             return env, OUTPUTS
         if self._directory is None:
-            # tmpfs when there is one: a file per hook costs ~7 us there, 50-150 us on a disk, and
-            # secrets written to it never reach a disk
-            shm = "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else None
-            self._directory = tempfile.mkdtemp(prefix=f"juncture-{self.run_id}-", dir=shm)  # 0700
+            base = _outputs_base()
+            self._sweep(base)
+            self._directory = tempfile.mkdtemp(prefix=f"juncture-{self.run_id}-", dir=base)  # 0700
         if self._empty:  # a file an earlier hook left empty: no need to make another
             path = self._empty.pop()
         else:
@@ -112,6 +112,14 @@ class Session:
         if event.name in READ_ONLY_EVENTS:
             env[f"{self.prefix}OUTPUT_READONLY"] = "1"
         return env, path
+
+    def _sweep(self, base: str) -> None:
+        """Remove what killed runs of this project left (SIGKILL leaves no time to clean up)."""
+        for path in glob.glob(os.path.join(base, "juncture-*")):
+            run_id = os.path.basename(path)[len("juncture-") :].rsplit("-", 1)[0]
+            found = self.store.run(run_id) if run_id != self.run_id else None
+            if found is not None and found["status"] != "running":
+                shutil.rmtree(path, ignore_errors=True)
 
     def watch(self, path: str) -> None:
         """Learn the secrets a running hook has written so far, before its output shows them."""
@@ -276,3 +284,9 @@ def _written_secrets(text: str) -> list[str]:
         else:
             found.append(rest.partition("=")[2])
     return found
+
+
+def _outputs_base() -> str:
+    """tmpfs when there is one: a file costs ~7 us there (50-150 us on a disk), and secrets written to
+    outputs files never reach a disk."""
+    return "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else tempfile.gettempdir()
