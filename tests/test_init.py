@@ -46,3 +46,10 @@ def test_init_leaves_existing_files_alone(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "exists  juncture.yaml (left as it is)" in result.stdout
     assert (tmp_path / "juncture.yaml").read_text() == "app: mine\n"
+
+
+def test_init_keeps_state_logs_and_the_secret_key_out_of_git(tmp_path: Path) -> None:
+    result = _juncture(tmp_path, "init")
+    assert result.returncode == 0, result.stderr
+    ignored = (tmp_path / ".juncture" / ".gitignore").read_text().split()
+    assert {"state/", "logs/", "secret.key"} <= set(ignored)

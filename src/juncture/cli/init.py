@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{root}: not a directory")
     config = os.path.join(root, args.config or CONFIG_NAME)
     _write(config, CONFIG_TEMPLATE.format(app=os.path.basename(root) or "app"), root)
-    _write(os.path.join(root, ".juncture", ".gitignore"), "state/\nlogs/\n", root)
+    _write(os.path.join(root, ".juncture", ".gitignore"), "state/\nlogs/\nsecret.key\n", root)
     hooks = os.path.join(root, ".juncture", "hooks")
     for dirpath, _dirs, files in os.walk(SAMPLES):
         target_dir = os.path.join(hooks, os.path.relpath(dirpath, SAMPLES))
