@@ -15,7 +15,6 @@ and then nothing of the file is stored.
 from __future__ import annotations
 
 import re
-import secrets
 from dataclasses import dataclass
 
 __all__ = ["Entry", "OutputsError", "format_entry", "namespace_problem", "parse_outputs"]
@@ -100,5 +99,7 @@ def format_entry(entry: Entry) -> str:
     prefix = (f"@{entry.ns} " if entry.ns else "") + ("secret " if entry.secret else "")
     if "\n" not in entry.value:
         return f"{prefix}{entry.key}={entry.value}\n"
+    import secrets
+
     delimiter = f"JUNCTURE_EOF_{secrets.token_hex(8)}"
     return f"{prefix}{entry.key}<<{delimiter}\n{entry.value}\n{delimiter}\n"

@@ -10,9 +10,7 @@ A missing key or name fails the deploy, naming the file, the line and the key.
 
 from __future__ import annotations
 
-import io
 import os
-import tarfile
 import traceback
 from collections.abc import Mapping
 
@@ -96,6 +94,9 @@ def render_tree(root: str, context: Mapping[str, object], values: Values) -> int
 
 def render_tar(data: bytes, context: Mapping[str, object], values: Values) -> tuple[bytes, int]:
     """The release tar with its `.tpl` members rendered (for hosts: rendered here, sent rendered)."""
+    import io
+    import tarfile
+
     with tarfile.open(fileobj=io.BytesIO(data)) as source:
         members = source.getmembers()
         if not any(m.isreg() and m.name.endswith(SUFFIX) for m in members):

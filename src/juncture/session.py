@@ -9,11 +9,8 @@ output says why. Values committed by a hook reach every later hook of the run as
 
 from __future__ import annotations
 
-import glob
 import os
 import re
-import shutil
-import tempfile
 import time
 from typing import Any
 
@@ -98,6 +95,8 @@ class Session:
                 env[f"{self.prefix}OUTPUT_READONLY"] = "1"
             return env, OUTPUTS
         if self._directory is None:
+            import tempfile
+
             base = _outputs_base()
             self._sweep(base)
             self._directory = tempfile.mkdtemp(prefix=f"juncture-{self.run_id}-", dir=base)  # 0700
@@ -115,6 +114,9 @@ class Session:
 
     def _sweep(self, base: str) -> None:
         """Remove what killed runs of this project left (SIGKILL leaves no time to clean up)."""
+        import glob
+        import shutil
+
         for path in glob.glob(os.path.join(base, "juncture-*")):
             run_id = os.path.basename(path)[len("juncture-") :].rsplit("-", 1)[0]
             found = self.store.run(run_id) if run_id != self.run_id else None
@@ -229,6 +231,8 @@ class Session:
         self.flush()
         self.store.run_ended(self.run_id, status, exit_code)
         if self._directory is not None:
+            import shutil
+
             shutil.rmtree(self._directory, ignore_errors=True)
 
 
@@ -289,4 +293,6 @@ def _written_secrets(text: str) -> list[str]:
 def _outputs_base() -> str:
     """tmpfs when there is one: a file costs ~7 us there (50-150 us on a disk), and secrets written to
     outputs files never reach a disk."""
+    import tempfile
+
     return "/dev/shm" if os.access("/dev/shm", os.W_OK | os.X_OK) else tempfile.gettempdir()
