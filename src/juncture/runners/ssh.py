@@ -184,10 +184,8 @@ class _Connection:
             self.dirty.append(worker)
         await self.free()
 
-    async def close(self) -> None:
-        """Clean up after killed workers, then drop the connection: sshd closes the other workers' input,
-        and each removes its files as it ends. (A polite close tears down every channel first, which
-        costs the client about 1 ms per host for nothing.)"""
+    async def clean_up(self) -> None:
+        """Remove the files of killed workers (the others remove theirs as their input ends)."""
         for worker in self.dirty:
             try:
                 await asyncio.wait_for(
@@ -195,7 +193,6 @@ class _Connection:
                 )
             except (asyncssh.Error, OSError, TimeoutError):
                 pass
-        self.conn.abort()
 
 
 class SshPool:
@@ -295,15 +292,25 @@ class SshPool:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Remove the uploaded hooks, close every connection, stop the loop."""
-        if self.connections:
-            self.call(self._close_all())
-        self.loop.call_soon_threadsafe(self.loop.stop)
+        """Drop every connection and stop the loop. sshd then closes the workers' input, and each
+        removes its files as it ends. The connections are aborted and the loop stopped in one turn of
+        the loop: the callbacks that tear down asyncssh's side of them (~1 ms a host, for nothing
+        when the run is over) never run, and the sockets close when the pool is let go."""
+        if any(c.dirty for c in self.connections.values()):
+            self.call(self._clean_up())
+
+        def drop() -> None:
+            for c in self.connections.values():
+                c.conn.abort()
+            self.loop.stop()
+
+        self.loop.call_soon_threadsafe(drop)
         self.thread.join(5)
         self.loop.close()
+        self.connections.clear()
 
-    async def _close_all(self) -> None:
-        await asyncio.gather(*(c.close() for c in self.connections.values()))
+    async def _clean_up(self) -> None:
+        await asyncio.gather(*(c.clean_up() for c in self.connections.values()))
 
     # -- built-in steps ---------------------------------------------------------------------------
 
