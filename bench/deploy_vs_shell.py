@@ -47,6 +47,7 @@ from timing import (
     spread,
     time_interleaved,
     usable_cpus,
+    verdict,
 )
 
 DIRS = 100
@@ -318,12 +319,6 @@ def environment_notes(fs: str | None) -> list[str]:
 
 
 # -- the report ---------------------------------------------------------------------------------------
-
-
-def verdict(value: float | None, target: float) -> str:
-    if value is None:
-        return "n/a"
-    return "PASS" if value <= target else "MISS"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

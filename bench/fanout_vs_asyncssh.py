@@ -48,6 +48,7 @@ from timing import (
     spread,
     time_interleaved,
     usable_cpus,
+    verdict,
 )
 
 # tests/ is not a package: its servers module (the sshd fixture) is imported from the path.
@@ -306,12 +307,6 @@ def uncompiled_modules(package: str) -> list[str]:
 
 
 # -- the report ---------------------------------------------------------------------------------------
-
-
-def verdict(value: float | None, target: float) -> str:
-    if value is None:
-        return "n/a"
-    return "PASS" if value <= target else "MISS"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -40,6 +40,7 @@ from timing import (
     spread,
     time_interleaved,
     usable_cpus,
+    verdict,
 )
 
 COUNTS = (0, 100, 1000)
@@ -145,13 +146,6 @@ def environment_notes(cpus: int) -> list[str]:
 
 
 # -- the report ---------------------------------------------------------------------------------------
-
-
-def verdict(value: float | None, target: float, at_most: bool) -> str:
-    if value is None:
-        return "n/a"
-    ok = value <= target if at_most else value >= target
-    return "PASS" if ok else "MISS"
 
 
 def reps_for(count: int, quick: bool) -> int:

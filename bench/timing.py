@@ -100,6 +100,14 @@ def spread(samples: Sequence[float]) -> str:
     return f"{min(samples) * 1000:.1f}..{max(samples) * 1000:.1f}"
 
 
+def verdict(value: float | None, target: float, at_most: bool = True) -> str:
+    """PASS or MISS against a target that is a ceiling (`at_most`) or a floor; n/a without a value."""
+    if value is None:
+        return "n/a"
+    ok = value <= target if at_most else value >= target
+    return "PASS" if ok else "MISS"
+
+
 def num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 

@@ -26,8 +26,9 @@ from .connections import Connections
 from .environment import new_run_id
 from .fanout import Share, event_waves, host_context
 from .fleet import Fleet, Unreachable
+from .outcome import RunResult
 from .phases import FAILED, ROLLBACK
-from .pipeline import Failure, Pipeline, Step, _HookFailed, _sigterm_interrupts, rollback_release
+from .pipeline import Failure, Pipeline, Step, _HookFailed, rollback_release
 from .plan import template_context
 from .project import Project
 from .release_templates import render_tar
@@ -497,40 +498,35 @@ class FleetPipeline(Pipeline):
         return failure
 
     def fail(self, failure: Failure) -> int:
-        self.output.failed(failure)
         # the failure hooks reach every connected host, not only the batch that failed
         self.batch = None
         self.batch_facts = {}
         self.failing = True
-        extra = {
-            "ERROR": failure.message,
-            "ERROR_PHASE": failure.phase,
-            "ERROR_HOOK": failure.hook,
-            "ERROR_HOST": self.failed_host,
-            "ERROR_EXIT_CODE": failure.exit_code,
-        }
+        return super().fail(failure)
+
+    def error_host(self) -> str:
+        return self.failed_host
+
+    def fire_failure_hooks(self, extra: dict[str, str]) -> RunResult | None:
         try:
-            with _sigterm_interrupts():
-                try:
-                    self.fire(Step(FAILED, FAILED), extra)
-                except _HookFailed as exc:
-                    self.output.failure_hooks_failed(exc.result)
-                except KeyboardInterrupt:
-                    pass
-        finally:
-            self._restore()
-            if self.locked:
-                try:
-                    self.primary().unlock(self.run_id)
-                    self.output.note("lock released")
-                except StepFailed as exc:
-                    self.output.note(
-                        f"could not release the lock: {exc} (`juncture lock release {self.stage.name}` "
-                        "frees it)"
-                    )
-        self.output.summary_failed(self, failure)
-        self.fleet.close()
-        return 130 if failure.interrupted else 1
+            self.fire(Step(FAILED, FAILED), extra)
+        except _HookFailed as exc:
+            return exc.result
+        except KeyboardInterrupt:
+            pass
+        return None
+
+    def clean_up_after_failure(self) -> None:
+        """Auto-rollback or report (`_restore`); release the lock on the primary host."""
+        self._restore()
+        if self.locked:
+            try:
+                self.primary().unlock(self.run_id)
+                self.output.note("lock released")
+            except StepFailed as exc:
+                self.output.note(
+                    f"could not release the lock: {exc} (`juncture lock release {self.stage.name}` frees it)"
+                )
 
     def _restore(self) -> None:
         """Auto-rollback the switched hosts, else say who runs what; drop the release where it is not

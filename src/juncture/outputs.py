@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Entry", "OutputsError", "format_entry", "namespace_problem", "parse_outputs"]
+__all__ = ["Entry", "OutputsError", "format_entry", "namespace_problem", "parse_outputs", "written_secrets"]
 
 KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 NAMESPACE = re.compile(r"(app|(stage|host|job):[A-Za-z0-9_.@+-]+)\Z")
@@ -56,9 +56,9 @@ def parse_outputs(text: str) -> list[Entry]:
             continue
         ns, secret, rest = _prefixes(line, number)
         key, sep, value = rest.partition("=")
-        head, marker, delimiter = rest.partition("<<")
-        if marker and "=" not in head:  # KEY<<DELIM; a value after `=` may hold "<<"
-            key = head
+        heredoc = _heredoc(rest)
+        if heredoc is not None:
+            key, delimiter = heredoc
             if not delimiter:
                 raise OutputsError(number, f"{key}<<: a delimiter must follow <<")
             body: list[str] = []
@@ -78,6 +78,38 @@ def parse_outputs(text: str) -> list[Entry]:
             raise OutputsError(number, f"key {key!r}: letters, digits, _ . - (not starting with a digit)")
         entries.append(Entry(ns, key, value, secret))
     return entries
+
+
+def written_secrets(text: str) -> list[str]:
+    """The secret values in an outputs file that may still be being written (a hook's, while it runs):
+    single-line values, and each line so far of a secret of several lines. Errors are left to
+    `parse_outputs` at the end."""
+    found: list[str] = []
+    delimiter: str | None = None
+    secret = False
+    for number, line in enumerate(text.split("\n"), 1):
+        if delimiter is not None:
+            if line == delimiter:
+                delimiter = None
+            elif secret:
+                found.append(line)
+            continue
+        try:
+            _, secret, rest = _prefixes(line, number)
+        except OutputsError:
+            continue
+        heredoc = _heredoc(rest)
+        if heredoc is not None:
+            delimiter = heredoc[1]
+        elif secret:
+            found.append(rest.partition("=")[2])
+    return found
+
+
+def _heredoc(rest: str) -> tuple[str, str] | None:
+    """(KEY, DELIM) of a `KEY<<DELIM` line; None for `KEY=VALUE` (whose value may hold "<<")."""
+    head, marker, delimiter = rest.partition("<<")
+    return (head, delimiter) if marker and "=" not in head else None
 
 
 def _prefixes(line: str, number: int) -> tuple[str | None, bool, str]:

@@ -37,7 +37,7 @@ from .plan import Plan, event_hooks, template_context
 from .project import Project
 from .release_templates import Values, render_tree
 from .render.pipeline import PipelineOutput
-from .session import Session, open_session, status_of
+from .session import Session, open_session
 from .target import LocalTarget, StepFailed, release_key
 from .tasks import expand
 
@@ -307,7 +307,7 @@ class Pipeline:
         try:
             code = self._run(steps)
         finally:
-            self.session.end(status_of(code), code)
+            self.session.end(code)
         return code
 
     def _run(self, steps: tuple[Step, ...]) -> int:
@@ -466,13 +466,13 @@ class Pipeline:
         return Failure(self.phase, result.message(), hook.hook.label, code)
 
     def fail(self, failure: Failure) -> int:
-        """Run the failure hooks, remove a release that never went live, release the lock."""
+        """Run the failure hooks, then clean up (`clean_up_after_failure`), and report."""
         self.output.failed(failure)
         extra = {
             "ERROR": failure.message,
             "ERROR_PHASE": failure.phase,
             "ERROR_HOOK": failure.hook,
-            "ERROR_HOST": self.target.host,
+            "ERROR_HOST": self.error_host(),
             "ERROR_EXIT_CODE": failure.exit_code,
         }
         try:
@@ -481,14 +481,21 @@ class Pipeline:
             if result is not None and result.failures:
                 self.output.failure_hooks_failed(result)
         finally:
-            if self.built and not self.published and self.release != self.target.current():
-                self.target.remove(self.release)
-                self.output.note(f"removed release {self.release}, which never went live")
-            if self.locked:
-                lock.release(self.target.deploy_to, self.run_id)
-                self.output.note("lock released")
+            self.clean_up_after_failure()
         self.output.summary_failed(self, failure)
         return 130 if failure.interrupted else 1
+
+    def error_host(self) -> str:
+        return self.target.host
+
+    def clean_up_after_failure(self) -> None:
+        """Remove a release that never went live; release the lock."""
+        if self.built and not self.published and self.release != self.target.current():
+            self.target.remove(self.release)
+            self.output.note(f"removed release {self.release}, which never went live")
+        if self.locked:
+            lock.release(self.target.deploy_to, self.run_id)
+            self.output.note("lock released")
 
     def fire_failure_hooks(self, extra: dict[str, str]) -> RunResult | None:
         plan = self.plan(Step(FAILED, FAILED), extra)

@@ -35,13 +35,13 @@ class Values:
         self.secret_used = False
 
     def lookup(self, key: str, ns: str | None, secret: bool) -> str:
-        for space in (ns,) if ns else self.namespaces:
-            item = self.store.get(space, key)
-            if item is not None and item.secret == secret and item.value is not None:
-                self.secret_used = self.secret_used or secret
-                return item.value
-        kind = "secret" if secret else "variable"
-        raise _Missing(f"no {kind} {key!r} in {' or '.join((ns,) if ns else self.namespaces)}")
+        namespaces = (ns,) if ns else self.namespaces
+        item = self.store.find(key, namespaces, secret)
+        if item is None or item.value is None:
+            kind = "secret" if secret else "variable"
+            raise _Missing(f"no {kind} {key!r} in {' or '.join(namespaces)}")
+        self.secret_used = self.secret_used or secret
+        return item.value
 
 
 def render_text(name: str, text: str, context: Mapping[str, object], values: Values) -> tuple[str, bool]:

@@ -16,14 +16,14 @@ from typing import Any
 
 from .events import EventSpec
 from .outcome import HookResult
-from .outputs import OutputsError, parse_outputs
+from .outputs import OutputsError, parse_outputs, written_secrets
 from .plan import Plan
 from .project import Project
 from .runners.remote_script import OUTPUTS
 from .store import StateError, Store
 from .targets import Target
 
-__all__ = ["READ_ONLY_EVENTS", "Session", "env_name", "open_session", "status_of"]
+__all__ = ["READ_ONLY_EVENTS", "Session", "env_name", "open_session"]
 
 READ_ONLY_EVENTS = frozenset({"health_check"})  # checks look, they do not change state (maand's rule)
 _MIN_MASKED = 3  # shorter secrets would blank out ordinary text
@@ -50,7 +50,7 @@ class Session:
         self._empty: list[str] = []  # outputs files that hooks left empty
         inherited = os.environ.get("PYTHONPATH")
         self._pythonpath = _PYLIB + (os.pathsep + inherited if inherited else "")  # for juncture_hook
-        self._secrets: dict[tuple[str, str], str | None] = {}
+        self._secrets: dict[tuple[tuple[str, ...], str], str | None] = {}
         self._ended = False
         store.run_started(run)
         self.add_masks(store.secret_values())
@@ -86,7 +86,7 @@ class Session:
             for key, value in self.values.get(ns, {}).items():
                 env[f"{self.prefix}VAR_{env_name(key)}"] = value
         for key in event.secrets:  # only where the config asks for them
-            env[f"{self.prefix}SECRET_{env_name(key)}"] = self.secret(key, namespaces[::-1])
+            env[f"{self.prefix}SECRET_{env_name(key)}"] = self.secret(key, tuple(namespaces[::-1]))
         if target.kind != "local":
             if target.container is not None and target.container.host is None:
                 return env, None  # a container here runs a session per hook: no file comes back
@@ -133,18 +133,17 @@ class Session:
             return
         self._seen[path] = size
         with open(path, encoding="utf-8", errors="surrogateescape") as handle:
-            self.add_masks(_written_secrets(handle.read()))
+            self.add_masks(written_secrets(handle.read()))
 
-    def secret(self, key: str, namespaces: list[str]) -> str:
-        """A secret from the most specific namespace that has it (host, stage, app)."""
-        for ns in namespaces:
-            if (ns, key) not in self._secrets:
-                item = self.store.get(ns, key)
-                self._secrets[(ns, key)] = item.value if item is not None and item.secret else None
-            value = self._secrets[(ns, key)]
-            if value is not None:
-                return value
-        raise StateError(f"secret {key!r} is not in the store ({' or '.join(namespaces)})")
+    def secret(self, key: str, namespaces: tuple[str, ...]) -> str:
+        """A secret from the most specific namespace that has it (host, stage, app), once per run."""
+        if (namespaces, key) not in self._secrets:
+            item = self.store.find(key, namespaces, secret=True)
+            self._secrets[(namespaces, key)] = item.value if item is not None else None
+        value = self._secrets[(namespaces, key)]
+        if value is None:
+            raise StateError(f"secret {key!r} is not in the store ({' or '.join(namespaces)})")
+        return value
 
     def collect(self, result: HookResult, event: str, path: str) -> str:
         """Commit a finished hook's outputs file when it succeeded; a message for its output, or ""."""
@@ -224,11 +223,13 @@ class Session:
         items, self._items = self._items, []
         self.store.add_items(self.run_id, items)
 
-    def end(self, status: str, exit_code: int) -> None:
+    def end(self, exit_code: int) -> None:
+        """Record the run's end: ok (0), interrupted (130) or failed."""
         if self._ended:
             return
         self._ended = True
         self.flush()
+        status = "ok" if exit_code == 0 else "interrupted" if exit_code == 130 else "failed"
         self.store.run_ended(self.run_id, status, exit_code)
         if self._directory is not None:
             import shutil
@@ -261,33 +262,6 @@ def open_session(
         "started_at": time.time(),
     }
     return Session(Store(project.state_dir), project.config.env_prefix, run)
-
-
-def status_of(exit_code: int) -> str:
-    return "ok" if exit_code == 0 else "interrupted" if exit_code == 130 else "failed"
-
-
-def _written_secrets(text: str) -> list[str]:
-    """The secret values in a (maybe half-written) outputs file: single-line values, and each line of a
-    value of several lines (its end may not be written yet)."""
-    found: list[str] = []
-    delimiter = None
-    for line in text.split("\n"):
-        if delimiter is not None:
-            if line == delimiter:
-                delimiter = None
-            else:
-                found.append(line)
-            continue
-        rest = line.split(" ", 1)[1] if line.startswith("@") and " " in line else line
-        if not rest.startswith("secret "):
-            continue
-        head, marker, tail = rest[len("secret ") :].partition("<<")
-        if marker and "=" not in head:
-            delimiter = tail
-        else:
-            found.append(rest.partition("=")[2])
-    return found
 
 
 def _outputs_base() -> str:

@@ -200,6 +200,14 @@ class Store:
         text = self._opened().open(ns, key, value) if secret else bytes(value).decode()
         return KvItem(ns, key, text, bool(secret), updated)
 
+    def find(self, key: str, namespaces: tuple[str, ...], secret: bool) -> KvItem | None:
+        """`key` from the first of `namespaces` that holds it as a variable (or as a secret)."""
+        for ns in namespaces:
+            item = self.get(ns, key)
+            if item is not None and item.secret == secret:
+                return item
+        return None
+
     def items(self, ns: str | None = None, open_secrets: bool = False) -> list[KvItem]:
         sql = "SELECT ns, key, value, secret, updated_at FROM kv"
         rows = self._read(sql + (" WHERE ns = ?" if ns else "") + " ORDER BY ns, key", (ns,) if ns else ())

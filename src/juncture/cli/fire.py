@@ -8,7 +8,7 @@ import os
 from ..engine import Reporter, run_plan
 from ..environment import identity
 from ..plan import Plan, make_plan
-from ..session import open_session, status_of
+from ..session import open_session
 from .common import parse_assignments, project_from, relative
 
 
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_plan(plan, reporter, session)
         code = result.exit_code
     finally:
-        session.end(status_of(code), code)
+        session.end(code)
     if result.exit_code and not args.json:
         import sys
 

@@ -17,7 +17,7 @@ from ..pipeline import stage_of
 from ..plan import template_context
 from ..project import Project
 from ..render.terminal import format_duration
-from ..session import open_session, status_of
+from ..session import open_session
 from ..targets import Target
 from .common import parse_assignments
 from .fire import make_reporter
@@ -85,7 +85,7 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
         raise
     finally:
         fleet.close()
-        session.end(status_of(code), code)
+        session.end(code)
     hooks = sum(len(r.hooks) for r in results)
     targets = {r.plan.target.name for r in results}
     if not args.json and not args.quiet:

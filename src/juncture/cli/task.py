@@ -11,7 +11,7 @@ from ..errors import UsageError
 from ..pipeline import Pipeline, stage_of
 from ..render.pipeline import PipelineOutput
 from ..render.terminal import TerminalReporter
-from ..session import open_session, status_of
+from ..session import open_session
 from .common import project_from
 
 
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_plan(plan, TerminalReporter("verbose" if args.verbose else "normal"), session)
         code = result.exit_code
     finally:
-        session.end(status_of(code), code)
+        session.end(code)
     if result.exit_code:
         import sys
 

@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from html import escape
 from typing import Any
 
+from .terminal import format_duration
+
 __all__ = ["STATUSES", "render_timeline"]
 
 STATUSES = ("ok", "failed", "timeout", "interrupted", "running")
@@ -253,10 +255,8 @@ def _tick_label(t: float, span: float) -> str:
 
 
 def _duration(seconds: float) -> str:
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
     if seconds < 60:
-        return f"{seconds:.1f} s"
+        return format_duration(seconds)  # as the terminal says it
     minutes, secs = divmod(round(seconds), 60)
     if minutes < 60:
         return f"{minutes} min {secs:02d} s"
