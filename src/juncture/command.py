@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .record import record
 
 __all__ = ["Command"]
 
 
-@dataclass(frozen=True)
+@record
 class Command:
     argv: tuple[str, ...]
     cwd: str | None = None  # None: the plan's directory

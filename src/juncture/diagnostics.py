@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from .discovery import Discovery
 from .project import Project
+from .record import record
 
 __all__ = ["Finding", "diagnose"]
 
@@ -21,7 +21,7 @@ _SKIP_MESSAGES = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     severity: str  # note | warning | error
     code: str

@@ -9,14 +9,13 @@ name: a same-named file in a later layer replaces the earlier one, and a symlink
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import stat
-from dataclasses import dataclass
 
 from .command import Command
 from .events import event_name_problem, event_path
+from .record import record, replace
 
 __all__ = ["Discovery", "Hook", "Skipped", "discover", "discover_all", "name_problem"]
 
@@ -37,7 +36,7 @@ LEFTOVER_SUFFIXES = (
 _VALID_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
 
-@dataclass(frozen=True)
+@record
 class Hook:
     event: str
     name: str  # the merge key: the file name in `<event>.d/`, or the event name for a flat file
@@ -54,7 +53,7 @@ class Hook:
         return self.event if self.flat else f"{self.event}/{self.name}"
 
 
-@dataclass(frozen=True)
+@record
 class Skipped:
     path: str
     code: str  # name | not-executable | broken-symlink | not-regular | masked | hidden-by-override
@@ -62,7 +61,7 @@ class Skipped:
     event: str | None = None
 
 
-@dataclass(frozen=True)
+@record
 class Discovery:
     hooks: dict[str, tuple[Hook, ...]]  # event -> hooks in run order
     skipped: tuple[Skipped, ...]
@@ -154,7 +153,7 @@ def _winner(candidates: list[tuple[str, Hook | None]], skipped: list[Skipped]) -
                     Skipped(path, "overridden", f"replaced by {last_path}, which does not run", loser.event)
                 )
         return None
-    return dataclasses.replace(hook, replaces=earlier) if earlier else hook
+    return replace(hook, replaces=earlier) if earlier else hook
 
 
 def _consider(

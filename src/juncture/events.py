@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from .record import record
 
 __all__ = [
     "DEFAULT_GRACE",
@@ -57,7 +58,7 @@ def event_name_for_class(class_name: str) -> str:
     return re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", base).lower()
 
 
-@dataclass(frozen=True)
+@record
 class FieldSpec:
     """A declared context field; it reaches hooks as `<PREFIX><NAME>`."""
 
@@ -71,7 +72,7 @@ class FieldSpec:
         return self.name.upper()
 
 
-@dataclass(frozen=True)
+@record
 class EventSpec:
     """The resolved options of one event."""
 

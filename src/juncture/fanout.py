@@ -9,22 +9,21 @@ with its neighbours, which keeps a stage without hosts at one plan per event, as
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from .config.deploy import Stage
 from .config.hosts import Selector
 from .discovery import Hook, discover
 from .errors import UsageError
 from .project import Project
+from .record import record, replace
 from .targets import LOCAL, Target, header_selector, matches, resolve_audience, select, visible
 from .tasks import expand
 
 __all__ = ["Share", "event_waves", "host_context"]
 
 
-@dataclass(frozen=True)
+@record
 class Share:
     """The hooks one target runs in one wave."""
 
@@ -116,7 +115,7 @@ def _directory_hooks(
             if selector is None:
                 hooks.append(hook)
                 continue
-            wide = dataclasses.replace(selector, once=False)
+            wide = replace(selector, once=False)
             fits = [t for t in targets if (not wide or matches(wide, t)) and present(t)]
             if selector.once:  # the primary host when it fits, else the first that does: in one batch
                 fits = (

@@ -10,16 +10,16 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 
 from .errors import JunctureError
+from .record import asdict, fields, record
 
 __all__ = ["LOCK_NAME", "LockHeld", "LockInfo", "acquire", "new_info", "read", "release"]
 
 LOCK_NAME = "deploy.lock"
 
 
-@dataclass(frozen=True)
+@record
 class LockInfo:
     run_id: str
     verb: str
@@ -52,7 +52,7 @@ def read(directory: str) -> LockInfo | None:
     try:
         with open(path) as handle:
             data = json.load(handle)
-        return LockInfo(**{key: data[key] for key in LockInfo.__dataclass_fields__})
+        return LockInfo(**{key: data[key] for key in fields(LockInfo)})
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError):

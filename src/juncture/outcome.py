@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, field
 
 from .discovery import Hook
 from .plan import Plan
+from .record import field, record
 
 __all__ = ["FAILED", "HookResult", "RunResult", "describe", "what"]
 
 FAILED = ("failed", "timeout", "error")  # the statuses of a hook that did not do its job
 
 
-@dataclass
+@record(frozen=False)
 class HookResult:
     hook: Hook
     index: int
@@ -36,7 +36,7 @@ class HookResult:
         return self.status == "ok"
 
 
-@dataclass
+@record(frozen=False)
 class RunResult:
     plan: Plan
     status: str = "ok"  # ok | failed (aborted) | interrupted

@@ -15,7 +15,8 @@ and then nothing of the file is stored.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from .record import record
 
 __all__ = ["Entry", "OutputsError", "format_entry", "namespace_problem", "parse_outputs", "written_secrets"]
 
@@ -23,7 +24,7 @@ KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")
 NAMESPACE = re.compile(r"(app|(stage|host|job):[A-Za-z0-9_.@+-]+)\Z")
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     ns: str | None  # None: the hook's own namespace, chosen by whoever commits
     key: str

@@ -13,7 +13,6 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from . import lock
 from .config.deploy import Stage
@@ -35,6 +34,7 @@ from .phases import (
 )
 from .plan import Plan, event_hooks, template_context
 from .project import Project
+from .record import record
 from .release_templates import Values, render_tree
 from .render.pipeline import PipelineOutput
 from .session import Session, open_session
@@ -44,7 +44,7 @@ from .tasks import expand
 __all__ = ["Failure", "Pipeline", "Step", "deploy_steps", "rollback_release", "rollback_steps", "stage_of"]
 
 
-@dataclass(frozen=True)
+@record
 class Step:
     phase: str
     event: str = ""  # fire this event's hooks (part: before | after | all) ...
@@ -52,7 +52,7 @@ class Step:
     action: str = ""  # ... or run this built-in action
 
 
-@dataclass
+@record(frozen=False)
 class Failure:
     phase: str
     message: str

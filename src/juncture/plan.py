@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from .discovery import Hook, discover
 from .environment import Identity, contract, git_commit, new_run_id, resolve_context
 from .events import EventSpec
 from .project import Project
+from .record import record
 from .targets import LOCAL, Target
 from .tasks import expand
 
@@ -28,7 +28,7 @@ _TEMPLATE_KEYS = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     run_id: str
     event: EventSpec

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass
 
 from .catalogue import BUILT_IN
 from .config import CONFIG_NAME, Config, load_config
 from .errors import UsageError
 from .events import EventSpec, event_name_problem
+from .record import record, replace
 
 __all__ = ["Project", "find_config", "load_project"]
 
 
-@dataclass(frozen=True)
+@record
 class Project:
     root: str
     config: Config
@@ -34,9 +33,7 @@ class Project:
         if override is not None:
             return override
         config = self.config
-        return dataclasses.replace(
-            BUILT_IN.get(name) or EventSpec(name=name), timeout=config.timeout, grace=config.grace
-        )
+        return replace(BUILT_IN.get(name) or EventSpec(name=name), timeout=config.timeout, grace=config.grace)
 
     def known(self, name: str) -> bool:
         """Declared, built in, or a custom phase of the deploy pipeline."""

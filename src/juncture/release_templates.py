@@ -11,7 +11,6 @@ A missing key or name fails the deploy, naming the file, the line and the key.
 from __future__ import annotations
 
 import os
-import traceback
 from collections.abc import Mapping
 
 from .store import Store
@@ -63,6 +62,8 @@ def render_text(name: str, text: str, context: Mapping[str, object], values: Val
     except jinja2.TemplateSyntaxError as exc:
         raise StepFailed(f"{name}:{exc.lineno}: template: {exc.message}") from None
     except (_Missing, jinja2.TemplateError) as exc:
+        import traceback  # only to find the template's line
+
         lines = [f.lineno for f in traceback.extract_tb(exc.__traceback__) if f.filename == name]
         where = f"{name}:{lines[-1]}" if lines else name
         message = str(exc) if isinstance(exc, _Missing) else f"template: {exc}"

@@ -10,11 +10,11 @@ import os
 import posixpath
 import tarfile
 import time
-from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from .config.deploy import Source
 from .lock import LOCK_NAME, LockHeld, LockInfo
+from .record import asdict, fields
 from .runners.remote_script import quote
 from .target import (
     PARTIAL,
@@ -210,7 +210,7 @@ class RemoteTarget:
             return None
         try:
             data = json.loads(out)
-            return LockInfo(**{key: data[key] for key in LockInfo.__dataclass_fields__})
+            return LockInfo(**{key: data[key] for key in fields(LockInfo)})
         except (ValueError, KeyError, TypeError):
             return LockInfo("?", "?", "?", "", "unknown (unreadable lock file)", "?", 0, "?")
 

@@ -13,10 +13,10 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from .outputs import Entry
+from .record import record
 from .vault import StateError, Vault, load_vault
 
 __all__ = ["KvItem", "StateError", "Store"]
@@ -93,7 +93,7 @@ _ITEM_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class KvItem:
     ns: str
     key: str

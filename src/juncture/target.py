@@ -17,10 +17,10 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .config.deploy import Source
 from .errors import JunctureError
+from .record import record
 
 __all__ = ["PARTIAL", "LocalTarget", "Revision", "StepFailed", "release_key"]
 
@@ -56,7 +56,7 @@ class StepFailed(JunctureError):
     exit_code = 1
 
 
-@dataclass(frozen=True)
+@record
 class Revision:
     """One line of revisions.log."""
 

@@ -8,10 +8,10 @@ only on matching targets, so a postgres layer's hook never runs in a mariadb con
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .config.hosts import Container, Host, Placement, Selector
 from .errors import UsageError
+from .record import record
 
 __all__ = [
     "LOCAL",
@@ -24,7 +24,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
+@record
 class Target:
     kind: str  # local | ssh | container
     name: str  # "local", a host's name or a container's name

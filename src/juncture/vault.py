@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import secrets
 import stat
 
 from .errors import JunctureError
@@ -32,7 +31,7 @@ class Vault:
         self._aead = AESGCM(key)
 
     def seal(self, ns: str, key: str, value: str) -> bytes:
-        nonce = secrets.token_bytes(_NONCE)
+        nonce = os.urandom(_NONCE)
         return nonce + self._aead.encrypt(nonce, value.encode(), f"{ns}\0{key}".encode())
 
     def open(self, ns: str, key: str, sealed: bytes) -> str:
@@ -77,7 +76,7 @@ def load_vault(state_dir: str, create: bool) -> Vault | None:
 
 
 def _new_key(path: str) -> bytes:
-    key = secrets.token_bytes(32)
+    key = os.urandom(32)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:

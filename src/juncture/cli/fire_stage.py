@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -16,6 +15,7 @@ from ..outcome import RunResult
 from ..pipeline import stage_of
 from ..plan import template_context
 from ..project import Project
+from ..record import replace
 from ..render.terminal import format_duration
 from ..session import open_session
 from ..targets import Target
@@ -28,8 +28,8 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
     if args.concurrency is not None:
         if args.concurrency < 1:
             raise SystemExit("juncture: --concurrency must be at least 1")
-        placement = dataclasses.replace(stage.placement, concurrency=args.concurrency)
-        stage = dataclasses.replace(stage, placement=placement)
+        placement = replace(stage.placement, concurrency=args.concurrency)
+        stage = replace(stage, placement=placement)
     spec = project.event(args.event)
     who = identity()
     run_id = new_run_id(who.started)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..events import event_name_problem
 from ..phases import DEPLOY_PHASES, FAILED, ROLLBACK
+from ..record import field, record
 from .hosts import HOST_STAGE_KEYS, SELECTOR_KEYS, Placement, Selector, parse_placement, parse_selector
 from .located import Located
 from .values import kind, mapping, scalar, seconds, string, string_list
@@ -54,7 +54,7 @@ TEMPLATE_NAMES = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class Text:
     """A configuration string that may be a Jinja2 template, with where it was written."""
 
@@ -64,7 +64,7 @@ class Text:
     path: tuple[str, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Stage:
     name: str
     deploy_to: str  # absolute; with hosts, a template rendered per host (`{{ host.name }}`)
@@ -73,14 +73,14 @@ class Stage:
     placement: Placement = field(default_factory=Placement)
 
 
-@dataclass(frozen=True)
+@record
 class Source:
     path: str | None = None  # absolute directory
     exclude: tuple[str, ...] = ()
     git: str | None = None  # a ref exported with `git archive`
 
 
-@dataclass(frozen=True)
+@record
 class Script:
     path: str | None  # absolute, or None for an inline `script`
     text: str | None
@@ -88,7 +88,7 @@ class Script:
     where: Text
 
 
-@dataclass(frozen=True)
+@record
 class Task:
     name: str
     desc: str = ""
@@ -107,7 +107,7 @@ class Task:
     source: str = ""  # juncture.yaml:LINE
 
 
-@dataclass(frozen=True)
+@record
 class DeployConfig:
     stages: dict[str, Stage] = field(default_factory=dict)
     source: Source = Source()

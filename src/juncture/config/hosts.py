@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Any
 
+from ..record import record
 from .located import Located
 from .values import kind, mapping, seconds, string, string_list
 
@@ -47,7 +47,7 @@ DEFAULT_CONCURRENCY = 64
 AUDIENCE_FORMS = ("local", "hosts", "role:NAME", "host:NAME", "container:KIND")
 
 
-@dataclass(frozen=True)
+@record
 class Host:
     name: str
     address: str
@@ -57,7 +57,7 @@ class Host:
     primary: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class SshOptions:
     user: str | None = None
     port: int | None = None
@@ -70,7 +70,7 @@ class SshOptions:
     agent: bool = True  # use $SSH_AUTH_SOCK when set
 
 
-@dataclass(frozen=True)
+@record
 class Container:
     name: str
     kind: str  # database | runtime | service:NAME | anything an audience names
@@ -78,14 +78,14 @@ class Container:
     host: str | None = None  # a stage host's name; None: this machine
 
 
-@dataclass(frozen=True)
+@record
 class Rollout:
     max_concurrent: int | None = None  # None: every host in one batch
     order: tuple[str, ...] = ()  # host names; () : the hosts' order
     auto_rollback: bool = False
 
 
-@dataclass(frozen=True)
+@record
 class Health:
     http: tuple[str, int] | None = None  # (url template, expected status)
     tcp: tuple[str, int] | None = None  # (host template, port)
@@ -95,7 +95,7 @@ class Health:
     timeout: float = 5.0  # per probe
 
 
-@dataclass(frozen=True)
+@record
 class Placement:
     """A stage's targets. No hosts: everything runs on this machine, as before."""
 
@@ -117,7 +117,7 @@ class Placement:
         return (*ordered, *(h for h in self.hosts if h.name not in self.rollout.order))
 
 
-@dataclass(frozen=True)
+@record
 class Selector:
     """Which targets a task or hook reaches. Empty: the default of where it is used."""
 

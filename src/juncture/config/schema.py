@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from ..catalogue import BUILT_IN
@@ -17,6 +16,7 @@ from ..events import (
     FieldSpec,
     event_name_problem,
 )
+from ..record import record
 from .deploy import DEPLOY_KEYS, DeployConfig, parse_deploy
 from .hosts import AUDIENCE_FORMS, SELECTOR_KEYS, Selector, audience_problem, parse_selector
 from .located import Located
@@ -46,7 +46,7 @@ _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 SECRET_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\Z")  # as outputs.KEY (not imported: keep config light)
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     file: str
     root: str
