@@ -83,6 +83,20 @@ def _unavailable(what: str) -> NoReturn:
     pytest.skip(f"{what} not installed (scripts/test installs it)")
 
 
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs of its own, to fill up (mounting needs root, as CI has)."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        _unavailable(f"a tmpfs mount ({made.stderr.decode().strip()})")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
 @pytest.fixture(scope="session")
 def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshServer]:
     """A real OpenSSH sshd on 127.0.0.1 for the whole session (servers.start_sshd with its defaults)."""

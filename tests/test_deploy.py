@@ -799,6 +799,33 @@ def test_built_in_step_failure_runs_failure_hooks_and_keeps_the_previous_release
     _assert_no_unpublished_release(target, [str(previous)])
 
 
+def test_a_full_file_system_fails_the_build_cleanly_and_keeps_the_previous_release(
+    project: ProjectDir, tmp_path: Path, small_fs: Path
+) -> None:
+    target = small_fs / "target"
+    _write_files(target / "shared", {"config/db.yml": SHARED_DB})
+    _site(project, tmp_path, deploy_to=target)
+    _deployed(project)
+    previous = _current(target)
+    # 3 MiB more source than the file system holds, in enough files for the copy to use helper processes
+    _write_files(project.root / "app", {f"assets/a{i:03d}.bin": "x" * 10_000 for i in range(300)})
+    out = tmp_path / "failed"
+    project.hook("deploy:failed", "50-record", _failure_recorder(out))
+
+    result = _deploy(project)
+
+    assert result.returncode == 1
+    failure = _read_failure(out)
+    assert failure["ERROR_PHASE"] == "deploy:updating"
+    assert "No space left on device" in failure["ERROR"]
+    assert result.stderr.strip().splitlines() == [
+        f"juncture: deploy failed in deploy:updating: {failure['ERROR']} (current -> releases/{previous})"
+    ]
+    assert not (target / "deploy.lock").exists()
+    assert _current(target) == previous
+    _assert_no_unpublished_release(target, [str(previous)])
+
+
 def test_deploy_to_that_cannot_be_created_fails_in_deploy_starting(
     project: ProjectDir, tmp_path: Path
 ) -> None:

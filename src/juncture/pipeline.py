@@ -35,7 +35,7 @@ from .phases import (
 from .plan import Plan, event_hooks, template_context
 from .project import Project
 from .record import record
-from .release_templates import Values, render_tree
+from .release_templates import SUFFIX, Values, render_tree
 from .render.pipeline import PipelineOutput
 from .session import Session, open_session
 from .target import LocalTarget, StepFailed, release_key
@@ -377,15 +377,18 @@ class Pipeline:
             detail = f"{target.deploy_to} ready"
         elif action == "deploy:updating":
             self.built = True
-            rendered: list[int] = []
+            rendered: list[str] = []
             files = target.build(
                 self.release,
                 config.source,
                 self.project.root,
-                lambda path: rendered.append(render_tree(path, *self.template_values())),
+                lambda path, templates: rendered.extend(
+                    render_tree(path, templates, *self.template_values())
+                ),
+                SUFFIX,
             )
             detail = f"built release {self.release}: {files} files" + (
-                f", {rendered[0]} template(s) rendered" if rendered and rendered[0] else ""
+                f", {len(rendered)} template(s) rendered" if rendered else ""
             )
         elif action == "deploy:symlink":
             target.link_shared(self.release, config.shared_dirs, config.shared_files)

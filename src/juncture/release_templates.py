@@ -70,27 +70,23 @@ def render_text(name: str, text: str, context: Mapping[str, object], values: Val
         raise StepFailed(f"{where}: {message}") from None
 
 
-def render_tree(root: str, context: Mapping[str, object], values: Values) -> int:
-    """Render every `.tpl` file under `root` in place (the release being built); how many."""
-    count = 0
-    for directory, _, names in os.walk(root):
-        for name in names:
-            if not name.endswith(SUFFIX):
-                continue
-            path = os.path.join(directory, name)
-            if os.path.islink(path):
-                continue
-            with open(path, encoding="utf-8") as handle:
-                text, secret = render_text(os.path.relpath(path, root), handle.read(), context, values)
-            mode = 0o600 if secret else os.stat(path).st_mode & 0o777
-            final = path[: -len(SUFFIX)]
-            fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-            os.chmod(final, mode)
-            os.unlink(path)
-            count += 1
-    return count
+def render_tree(root: str, paths: list[str], context: Mapping[str, object], values: Values) -> list[str]:
+    """Render the `.tpl` files `paths` of `root` (the release being built) in place; the rendered ones."""
+    rendered = []
+    for path in paths:
+        if os.path.islink(path):
+            continue
+        with open(path, encoding="utf-8") as handle:
+            text, secret = render_text(os.path.relpath(path, root), handle.read(), context, values)
+        mode = 0o600 if secret else os.stat(path).st_mode & 0o777
+        final = path[: -len(SUFFIX)]
+        fd = os.open(final, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(final, mode)
+        os.unlink(path)
+        rendered.append(final)
+    return rendered
 
 
 def render_tar(data: bytes, context: Mapping[str, object], values: Values) -> tuple[bytes, int]:

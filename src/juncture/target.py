@@ -21,6 +21,7 @@ from collections.abc import Callable
 from .config.deploy import Source
 from .errors import JunctureError
 from .record import record
+from .treecopy import copy_tree, remove_tree
 
 __all__ = ["PARTIAL", "LocalTarget", "Revision", "StepFailed", "release_key"]
 
@@ -130,25 +131,34 @@ class LocalTarget:
             raise StepFailed(f"shared file missing: {where} (create it once on the target)")
 
     def build(
-        self, name: str, source: Source, root: str, prepare: Callable[[str], object] | None = None
+        self,
+        name: str,
+        source: Source,
+        root: str,
+        prepare: Callable[[str, list[str]], object] | None = None,
+        suffix: str | None = None,
     ) -> int:
-        """Copy or export the source into `releases/<name>.partial`, `prepare` it (templates), then
-        rename it into place. Returns the number of files."""
+        """Copy or export the source into `releases/<name>.partial`, `prepare` it (given the paths of
+        the files that end with `suffix`: templates), then rename it into place. Returns the number
+        of files."""
         final = self.release_path(name)
         partial = final + PARTIAL
         try:
             if source.git is not None:
                 _git_export(root, source.git, partial)
-                files = sum(len(names) for _, _, names in os.walk(partial))
+                files, found = 0, []
+                for directory, _, names in os.walk(partial):
+                    files += len(names)
+                    found += [os.path.join(directory, n) for n in names if suffix and n.endswith(suffix)]
             else:
                 assert source.path is not None
                 if not os.path.isdir(source.path):
                     raise StepFailed(f"source directory {source.path} does not exist")
                 # deploy_to may lie inside the source (the default source is the whole project)
                 excluded = source_excluder(source.path, source.exclude, self.deploy_to)
-                files = _copy_tree(source.path, partial, excluded)
+                files, found = copy_tree(source.path, partial, excluded, suffix)
             if prepare is not None:
-                prepare(partial)
+                prepare(partial, found)
             if os.path.lexists(final):
                 raise StepFailed(f"release {final} already exists")
             os.rename(partial, final)
@@ -193,7 +203,11 @@ class LocalTarget:
                 os.unlink(staged)
 
     def remove(self, name: str) -> None:
-        shutil.rmtree(self.release_path(name), ignore_errors=True)
+        path = self.release_path(name)
+        try:
+            remove_tree(path)
+        except OSError:  # what can go, goes: pruning is best effort
+            shutil.rmtree(path, ignore_errors=True)
 
     def record(self, action: str, release: str, **fields: str) -> None:
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -243,60 +257,6 @@ def source_excluder(
         return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(name, p) for p in cleaned)
 
     return excluded
-
-
-def _copy_tree(source: str, destination: str, excluded: Callable[[str, str], bool] | None) -> int:
-    """Copy a tree as `cp -a` does for a deploy (modes, times, symlinks as links); the number of files.
-
-    Written out with scandir and copy_file_range because shutil.copytree spends about three times
-    as long per file (copystat, xattrs, Python-level loops) as the copy itself.
-    """
-    os.mkdir(destination, 0o700)
-    files = 0
-    with os.scandir(source) as entries:
-        for entry in entries:
-            if excluded is not None and excluded(entry.path, entry.name):
-                continue
-            target = os.path.join(destination, entry.name)
-            if entry.is_symlink():
-                os.symlink(os.readlink(entry.path), target)
-                files += 1
-            elif entry.is_dir():
-                files += _copy_tree(entry.path, target, excluded)
-            elif entry.is_file():
-                _copy_file(entry.path, target, entry.stat())
-                files += 1
-            # sockets and FIFOs (a dev server's leftovers) have no content to deploy
-    st = os.stat(source)
-    os.chmod(destination, st.st_mode & 0o7777)
-    os.utime(destination, ns=(st.st_atime_ns, st.st_mtime_ns))
-    return files
-
-
-def _copy_file(source: str, destination: str, st: os.stat_result) -> None:
-    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        dst = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            left = st.st_size
-            try:
-                while left > 0:
-                    done = os.copy_file_range(src, dst, left)
-                    if done == 0:
-                        break
-                    left -= done
-            except OSError:  # another file system, or no copy_file_range: copy through the kernel
-                while left > 0:
-                    done = os.sendfile(dst, src, None, left)
-                    if done == 0:
-                        break
-                    left -= done
-            os.fchmod(dst, st.st_mode & 0o7777)
-            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-        finally:
-            os.close(dst)
-    finally:
-        os.close(src)
 
 
 def _git_export(root: str, ref: str, destination: str) -> None:
