@@ -550,6 +550,33 @@ def test_unknown_host_key_is_refused_in_strict_mode(
     assert known.read_text() == ""
 
 
+@pytest.mark.parametrize(
+    ("key", "reason"), [("missing", "No such file or directory"), ("garbage", "Invalid")]
+)
+def test_an_identity_file_that_cannot_be_loaded_is_one_clear_error_before_any_connection(
+    project: ProjectDir, sshd: SshServer, tmp_path: Path, key: str, reason: str
+) -> None:
+    identity = tmp_path / key
+    if key == "garbage":
+        identity.write_text("not a private key\n")
+    configure(
+        project,
+        sshd,
+        [host("h1"), host("h2")],
+        {"ping": {"audience": "hosts", "timeout": 10}},
+        ssh=ssh_options(sshd, identity_file=str(identity)),
+    )
+    project.hook("ping", "10-touch", f"#!/bin/sh\ntouch {tmp_path}/ran\n")
+    done = fire(project, "ping")
+    assert done.returncode == 2
+    assert done.stderr.startswith(
+        f"juncture: error: ssh: identity_file {identity}: cannot load the key: {reason}"
+    )
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert "unreachable" not in done.stderr
+    assert not (tmp_path / "ran").exists()
+
+
 def test_accept_new_adds_an_unknown_host_key_to_known_hosts_and_runs(
     project: ProjectDir, sshd: SshServer, tmp_path: Path
 ) -> None:

@@ -3,7 +3,7 @@ container engines. The engine asks it to start hooks anywhere but this machine."
 
 from __future__ import annotations
 
-import secrets
+import os
 from typing import TYPE_CHECKING
 
 from .config.hosts import Host, Placement
@@ -25,7 +25,7 @@ class Connections:
         self.pool: SshPool | None = None
         self.unreachable: dict[str, str] = {}  # host name -> why
         self._files: dict[str, Upload] = {}
-        self._token = f"{run_id}-{secrets.token_hex(8)}"
+        self._token = f"{run_id}-{os.urandom(8).hex()}"
         self._containers: set[tuple[str, str]] = set()  # local (engine, name) that got uploads
 
     # -- SSH --------------------------------------------------------------------------------------

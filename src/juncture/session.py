@@ -231,6 +231,7 @@ class Session:
         self.flush()
         status = "ok" if exit_code == 0 else "interrupted" if exit_code == 130 else "failed"
         self.store.run_ended(self.run_id, status, exit_code)
+        self.store.close()  # a last WAL checkpoint; the command may end without interpreter teardown
         if self._directory is not None:
             import shutil
 

@@ -14,7 +14,11 @@ from .common import project_from
 
 
 def run(args: argparse.Namespace) -> int:
-    store = Store(project_from(args).state_dir)
+    with Store(project_from(args).state_dir) as store:
+        return _show(args, store)
+
+
+def _show(args: argparse.Namespace, store: Store) -> int:
     if args.run_id is None:
         if args.html:
             raise UsageError("--html needs a RUN_ID: the timeline is one run's")

@@ -23,7 +23,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"key {key!r}: letters, digits, _ . - (not starting with a digit)")
     if args.kv_command == "put":
         return _put(args, ns, key)
-    store = Store(project_from(args).state_dir)
+    with Store(project_from(args).state_dir) as store:
+        return _read(args, store, ns, key)
+
+
+def _read(args: argparse.Namespace, store: Store, ns: str | None, key: str) -> int:
     if args.kv_command == "get":
         item = store.get(ns or "app", key)
         if item is None:
@@ -74,5 +78,6 @@ def _put(args: argparse.Namespace, ns: str | None, key: str) -> int:
         with open(outputs, "a") as handle:
             handle.write(format_entry(entry))
         return 0
-    Store(project.state_dir).put([entry], "app")
+    with Store(project.state_dir) as store:
+        store.put([entry], "app")
     return 0

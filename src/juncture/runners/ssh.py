@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 from ..config.hosts import Host, SshOptions
+from ..errors import JunctureError
 from .libraries import quick_find_library
 from .remote_script import (
     NOT_STARTED,
@@ -63,7 +63,7 @@ class _Worker:
         self.channel = channel
         self.via = via
         self.prefix = prefix  # of its uploaded files
-        self.token = secrets.token_hex(16)
+        self.token = os.urandom(16).hex()
         self.marker = f"\n{self.token} ".encode()
         self.uploaded: set[str] = set()
         self.rest = b""  # what came after a request's status: its outputs file
@@ -199,13 +199,14 @@ class SshPool:
     def __init__(self, options: SshOptions, run_id: str, concurrency: int) -> None:
         self.options = options
         self.concurrency = concurrency
-        self.token = f"{run_id}-{secrets.token_hex(8)}"
+        self.token = f"{run_id}-{os.urandom(8).hex()}"
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="juncture-ssh", daemon=True)
         self.thread.start()
         self.connections: dict[str, _Connection] = {}
         self.failed: dict[str, str] = {}  # host name -> why it is unreachable
         self._known: tuple[str, asyncssh.SSHKnownHosts] | None = None
+        self._keys: Sequence[asyncssh.SSHKeyPair] | None = None
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
@@ -216,6 +217,8 @@ class SshPool:
         """Open a connection to each host not connected yet, in parallel; returns {name: reason} for
         the hosts that could not be reached."""
         wanted = [h for h in hosts if h.name not in self.connections]
+        if wanted:
+            self._load_keys()
         self.call(self._connect_all(wanted))
         return {h.name: self.failed[h.name] for h in hosts if h.name in self.failed}
 
@@ -235,6 +238,18 @@ class SshPool:
             await c.warm()
 
         await asyncio.gather(*(one(h) for h in hosts))
+
+    def _load_keys(self) -> None:
+        """The identity file's key pair, loaded once per run (given its path, asyncssh loads it for
+        every host). A key that cannot be loaded is the operator's to fix, not an unreachable host."""
+        path = self.options.identity_file
+        if path is None or self._keys is not None:
+            return
+        try:
+            self._keys = asyncssh.load_keypairs([path])
+        except (OSError, asyncssh.KeyImportError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise JunctureError(f"ssh: identity_file {path}: cannot load the key: {reason}") from None
 
     def _known_hosts(self) -> tuple[str, asyncssh.SSHKnownHosts]:
         """The known_hosts file, parsed once per run (not once per host)."""
@@ -263,8 +278,8 @@ class SshPool:
             kwargs["port"] = port
         if host.user or options.user:
             kwargs["username"] = host.user or options.user
-        if options.identity_file:
-            kwargs["client_keys"] = [options.identity_file]
+        if self._keys is not None:
+            kwargs["client_keys"] = self._keys
         if not options.agent:
             kwargs["agent_path"] = None
         if options.config_file:
