@@ -92,15 +92,10 @@ def _walk(
                 files += _walk(entry.path, os.path.join(destination, entry.name), excluded, batches, dirs)
             elif entry.is_file():
                 names.append(entry.name)
-                files += 1
-                if len(names) == BATCH:
-                    batches.append((source, destination, names))
-                    names = []
             # sockets and FIFOs (a dev server's leftovers) have no content to deploy
-    if names:
-        batches.append((source, destination, names))
+    _batch_up(source, destination, names, batches)
     dirs.append((source, destination))
-    return files
+    return files + len(names)
 
 
 def _list_for_removal(path: str, batches: list[Batch], dirs: list[str]) -> int:
@@ -110,16 +105,15 @@ def _list_for_removal(path: str, batches: list[Batch], dirs: list[str]) -> int:
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
                 files += _list_for_removal(entry.path, batches, dirs)
-                continue
-            names.append(entry.name)
-            files += 1
-            if len(names) == BATCH:
-                batches.append((path, path, names))
-                names = []
-    if names:
-        batches.append((path, path, names))
+            else:
+                names.append(entry.name)
+    _batch_up(path, path, names, batches)
     dirs.append(path)
-    return files
+    return files + len(names)
+
+
+def _batch_up(source: str, destination: str, names: list[str], batches: list[Batch]) -> None:
+    batches.extend((source, destination, names[i : i + BATCH]) for i in range(0, len(names), BATCH))
 
 
 def _copy_batch(source: str, destination: str, names: list[str]) -> None:
