@@ -378,15 +378,12 @@ class Pipeline:
         elif action == "deploy:updating":
             self.built = True
             rendered: list[str] = []
-            files = target.build(
-                self.release,
-                config.source,
-                self.project.root,
-                lambda path, templates: rendered.extend(
-                    render_tree(path, templates, *self.template_values())
-                ),
-                SUFFIX,
-            )
+
+            def render(path: str, templates: list[str]) -> None:
+                if templates:  # the store and the facts only for a release that has templates
+                    rendered.extend(render_tree(path, templates, *self.template_values()))
+
+            files = target.build(self.release, config.source, self.project.root, render, SUFFIX)
             detail = f"built release {self.release}: {files} files" + (
                 f", {len(rendered)} template(s) rendered" if rendered else ""
             )

@@ -112,13 +112,26 @@ class Store:
             os.makedirs(directory, mode=0o700, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             os.chmod(self.path, 0o600)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed state
-            self.db.executescript(_SCHEMA)
+            self._prepare()
         except sqlite3.DatabaseError as exc:
             raise self._unusable(exc) from None
         except OSError as exc:
             raise StateError(f"{self.path}: {exc.strerror or exc}") from None
+
+    def _prepare(self, tries: int = 50) -> None:
+        # While another run's last connection closes, it checkpoints and removes the WAL under an
+        # exclusive lock, and switching to WAL here can then fail at once as "locked", without waiting
+        # for the busy timeout: a moment to wait, not a broken database.
+        for attempt in range(tries):
+            try:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed state
+                self.db.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or attempt == tries - 1:
+                    raise
+                time.sleep(0.05)
 
     def _unusable(self, exc: Exception) -> StateError:
         return StateError(
