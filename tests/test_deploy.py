@@ -445,7 +445,7 @@ def test_deploy_fails_while_another_run_holds_the_lock_and_leaves_that_lock(
     assert result.returncode == 1
     assert "juncture: deploy failed in deploy:starting: stage production is locked" in result.stderr
     assert "someone@elsewhere" in result.stderr
-    assert _read_failure(out)["ERROR_PHASE"] == "deploy:starting"
+    assert not out.exists()  # the deploy never started: no deploy:failed
     assert json.loads((target / "deploy.lock").read_text()) == holder
     assert _current(target) == first
     _assert_no_unpublished_release(target, [str(first)])
@@ -679,6 +679,11 @@ def test_failing_hook_in_any_event_fails_the_deploy_and_leaves_current_complete(
     result = _deploy(project)
 
     assert result.returncode == 1, result.stdout + result.stderr
+    if event == "pre-connect":  # before the lock: nothing was attempted, so no deploy:failed
+        assert not out.exists()
+        assert _current(target) == previous
+        _assert_no_unpublished_release(target, [previous])
+        return
     failure = _read_failure(out)
     assert failure["ERROR_PHASE"] == phase
     assert failure["ERROR_HOOK"] == f"{event}/50-fail"
@@ -838,11 +843,9 @@ def test_deploy_to_that_cannot_be_created_fails_in_deploy_starting(
     result = _deploy(project)
 
     assert result.returncode == 1
-    failure = _read_failure(out)
-    assert failure["ERROR_PHASE"] == "deploy:starting"
-    assert f"cannot create {target}" in failure["ERROR"]
+    assert not out.exists()  # the lock was never taken: no deploy:failed
     assert result.stderr.strip().splitlines() == [
-        f"juncture: deploy failed in deploy:starting: {failure['ERROR']} (no current release)"
+        f"juncture: deploy failed in deploy:starting: cannot create {target}: Not a directory (no current release)"
     ]
     assert blocker.read_text() == "not a directory\n"
 

@@ -197,7 +197,7 @@ def test_corrupted_database_exits_2_in_one_line_and_keeps_its_bytes(project: Pro
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, (args, result.stderr)
         assert f"{_db(project)}: " in lines[0]
-        assert ": not a usable juncture database. Nothing was changed; " in lines[0]
+        assert ": not a juncture database (file is not a database). Nothing was changed; " in lines[0]
         assert "Traceback" not in result.stderr
         assert _db(project).read_bytes() == garbage, args
 

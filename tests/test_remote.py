@@ -684,7 +684,7 @@ def test_unreachable_host_with_skip_runs_on_the_others_and_names_the_skipped_one
     unreachable: Unreachable,
 ) -> None:
     done = unreachable.skip
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 3, done.stderr  # done on the reachable hosts, one skipped: CI notices
     assert [n for n in unreachable.ran_skip if n.startswith("ran-")] == ["ran-h1", "ran-h3"]
     assert "unreachable, skipped: down" in done.stdout
     assert "juncture: skipped down" in done.stderr
@@ -694,7 +694,7 @@ def test_unreachable_host_with_skip_runs_on_the_others_and_names_the_skipped_one
 def test_once_moves_to_the_first_reachable_host_when_the_primary_is_skipped(
     unreachable: Unreachable,
 ) -> None:
-    assert unreachable.skip.returncode == 0, unreachable.skip.stderr
+    assert unreachable.skip.returncode == 3, unreachable.skip.stderr
     assert [n for n in unreachable.ran_skip if "once" in n] == ["hook-once-h1", "task-once-h1"]
 
 

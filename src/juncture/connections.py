@@ -3,13 +3,12 @@ container engines. The engine asks it to start hooks anywhere but this machine."
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from .config.hosts import Host, Placement
 from .discovery import Hook
 from .engine import Process
-from .runners.remote_script import Upload, file_argv, hook_script, quote
+from .runners.remote_script import TOKEN, Upload, file_argv, hook_script
 from .targets import Target
 
 if TYPE_CHECKING:
@@ -25,8 +24,7 @@ class Connections:
         self.pool: SshPool | None = None
         self.unreachable: dict[str, str] = {}  # host name -> why
         self._files: dict[str, Upload] = {}
-        self._token = f"{run_id}-{os.urandom(8).hex()}"
-        self._containers: set[tuple[str, str]] = set()  # local (engine, name) that got uploads
+        self._swept: set[tuple[str, str]] = set()  # local containers whose first session swept them
 
     # -- SSH --------------------------------------------------------------------------------------
 
@@ -34,7 +32,7 @@ class Connections:
         if self.pool is None:
             from .runners.ssh import SshPool  # asyncssh only when a run touches a host
 
-            self.pool = SshPool(self.placement.ssh, self.run_id, self.placement.concurrency)
+            self.pool = SshPool(self.placement.ssh, self.placement.concurrency)
         return self.pool
 
     def connect(self, hosts: list[Host]) -> dict[str, str]:
@@ -46,44 +44,31 @@ class Connections:
         return failed
 
     def close(self) -> None:
-        """Remove uploaded hooks from local containers, close the SSH connections (which cleans up
-        the hosts)."""
-        if self._containers:
-            import subprocess
-
-            for engine, name in self._containers:
-                subprocess.run(
-                    [engine, "exec", name, "sh", "-c", f"rm -f {quote(self._prefix)}-*"],
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            self._containers.clear()
+        """Close the SSH connections, which cleans up the hosts. (A hook's session in a local container
+        removes its private directory itself, or its kill does.)"""
         if self.pool is not None:
             self.pool.close()
             self.pool = None
 
     # -- hooks ------------------------------------------------------------------------------------
 
-    def start(self, target: Target, hook: Hook, env: dict[str, str], cwd: str | None) -> Process:
+    def start(
+        self, target: Target, hook: Hook, env: dict[str, str], cwd: str | None, grace: float
+    ) -> Process:
         argv = self._argv(hook)
         container = target.container
         if target.kind == "ssh":
-            return self.ssh().spawn(target.name, argv, env, cwd)
+            return self.ssh().spawn(target.name, argv, env, cwd, grace)
         assert container is not None
         if container.host is not None:
-            return self.ssh().spawn(container.host, argv, env, cwd, (container.engine, container.name))
+            return self.ssh().spawn(container.host, argv, env, cwd, grace, (container.engine, container.name))
         from .runners.container import ContainerProcess
 
         uploads = [a for a in argv if isinstance(a, Upload)]
-        if uploads:
-            self._containers.add((container.engine, container.name))
-        script = hook_script(argv, env, cwd, self._prefix, uploads)
-        return ContainerProcess(container.engine, container.name, script)
-
-    @property
-    def _prefix(self) -> str:
-        return f"/tmp/juncture-{self._token}"
+        where = (container.engine, container.name)
+        script = hook_script(argv, env, cwd, uploads, grace, where not in self._swept)
+        self._swept.add(where)
+        return ContainerProcess(container.engine, container.name, script, env.get(TOKEN))
 
     def _upload(self, path: str) -> Upload:
         upload = self._files.get(path)

@@ -21,10 +21,13 @@ from .errors import JunctureError
 from .outcome import FAILED, HookResult, RunResult
 from .plan import Plan
 from .runners.local import LocalProcess
+from .runners.reaper import TOKEN as HOOK_TOKEN
+from .runners.reaper import new_token
 from .runners.remote_script import OUTPUTS
 from .targets import Target
 
 if TYPE_CHECKING:
+    from .masking import Stream
     from .session import Session
 
 __all__ = ["TAIL_BYTES", "Process", "Reporter", "Starter", "run_plan", "run_plans"]
@@ -32,6 +35,7 @@ __all__ = ["TAIL_BYTES", "Process", "Reporter", "Starter", "run_plan", "run_plan
 TAIL_BYTES = 64 * 1024  # output kept in memory per hook; the rest is only in the log file
 _MAX_LINE = 64 * 1024  # a longer line without a newline is passed on in pieces
 _LINGER = 0.2  # seconds to keep reading after a hook exits, for its last output
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Reporter(Protocol):
@@ -59,7 +63,9 @@ class Process(Protocol):
 class Starter(Protocol):
     """Starts hooks on targets other than this machine (see `connections.Connections`)."""
 
-    def start(self, target: Target, hook: Hook, env: dict[str, str], cwd: str | None) -> Process: ...
+    def start(
+        self, target: Target, hook: Hook, env: dict[str, str], cwd: str | None, grace: float
+    ) -> Process: ...
 
 
 class _Lane:
@@ -113,7 +119,7 @@ class _Job:
         self.log_fd = -1
         self.script: str | None = None  # an inline script's private file, removed when the hook ends
         self.outputs: str | None = None  # the hook's outputs file, read when it ends
-        self.unmasked = b""  # output held back until its line is complete, so a secret is masked whole
+        self.masker: Stream | None = None  # masks its output once the run knows a secret
 
 
 class _Runner:
@@ -161,8 +167,11 @@ class _Runner:
             if command is not None:
                 env = {**env, **dict(command.env)} if command.env else env
                 cwd = command.cwd if command.cwd is not None else cwd
+            if env is lane.env:
+                env = dict(env)
+            env[HOOK_TOKEN] = new_token()  # last: whatever the config sets, the hook is found by it
             if lane.starter is not None and lane.target.kind != "local":
-                process = lane.starter.start(lane.target, hook, env, cwd)
+                process = lane.starter.start(lane.target, hook, env, cwd, event.grace)
             else:
                 argv = [hook.path]
                 if command is not None:
@@ -173,7 +182,7 @@ class _Runner:
                         script = _write_script(command.script, command.suffix)
                         argv.append(script)
                 stdin = None if event.stdin == "inherit" else self.devnull
-                process = LocalProcess(argv, env, cwd, stdin)
+                process = LocalProcess(argv, env, cwd, stdin, event.grace)
         except (OSError, JunctureError) as exc:  # JunctureError: a secret the event asks for is missing
             if script is not None:
                 os.unlink(script)
@@ -210,6 +219,8 @@ class _Runner:
                 self.flush_output(job)
         result.duration = now - job.started
         result.tail = bytes(job.tail)
+        if self.session is not None and self.session.masks:  # with what the outputs file taught too
+            result.tail = self.session.masks.mask(result.tail)
         if job.log_fd >= 0:
             os.close(job.log_fd)
         if job.script is not None:
@@ -230,6 +241,8 @@ class _Runner:
             lane.stop_starting = True
             if lane.result.aborted_by is None:
                 lane.result.aborted_by = result
+            if result.status == "error" and result.error.startswith("connection to"):
+                self.host_lost(lane, result)
         if result.status == "interrupted":
             lane.result.interrupted.append(result)
         if self.session is not None:
@@ -237,9 +250,10 @@ class _Runner:
         self.reporter.hook_finished(result)
 
     def flush_output(self, job: _Job) -> None:
-        if job.unmasked:
-            data, job.unmasked = job.unmasked, b""
-            self.pass_on(job, self.session.mask(data) if self.session is not None else data)
+        if job.masker is not None:
+            data = job.masker.flush()
+            if data:
+                self.pass_on(job, data)
         if job.partial:
             self.reporter.hook_output(job.result, [job.partial])
             job.partial = b""
@@ -269,9 +283,9 @@ class _Runner:
         self.poller.unregister(process.exit_fd)
         del self.by_fd[process.exit_fd]
         result = job.result
-        if job.kill_at is not None:
-            # Timed out or interrupted: whatever the hook started dies with it (the zombie still
-            # holds the process group id, so the group cannot have been reused).
+        if job.kill_at is not None or job.lane.plan.event.leftovers == "kill":
+            # Timed out or interrupted (or the event wants no leftovers): whatever the hook started dies
+            # with it (the zombie still holds the process group id, so the group cannot have been reused).
             process.kill()
         code = process.reap()
         job.exited = True
@@ -286,14 +300,16 @@ class _Runner:
             result.error = error
 
     def output(self, job: _Job, data: bytes) -> None:
-        if self.session is not None and job.outputs not in (None, OUTPUTS):
-            self.session.watch(job.outputs)
-        if self.session is not None and self.session.masks:
-            data = job.unmasked + data
-            cut = data.rfind(b"\n") + 1 if len(data) <= _MAX_LINE else len(data)
-            data, job.unmasked = self.session.mask(data[:cut]), data[cut:]
-            if not data:
-                return
+        session = self.session
+        if session is not None:
+            if job.outputs not in (None, OUTPUTS):
+                session.watch(job.outputs)
+            if session.masks:  # without secrets, output passes on untouched
+                if job.masker is None:
+                    job.masker = session.masks.stream()
+                data = job.masker.feed(data)  # holds back only what may begin a secret
+                if not data:
+                    return
         self.pass_on(job, data)
 
     def pass_on(self, job: _Job, data: bytes) -> None:
@@ -346,6 +362,24 @@ class _Runner:
     def terminate(self, job: _Job, now: float) -> None:
         job.process.terminate()
         job.kill_at = now + job.lane.plan.event.grace
+
+    def host_lost(self, lost: _Lane, cause: HookResult) -> None:
+        """The run is aborted by a host that went away: the other targets' hooks are not waited for
+        until their own timeouts, they are interrupted now (TERM, grace, KILL), saying why."""
+        host = lost.target.host
+        why = f"host {host.name if host is not None else lost.target.name} lost"
+        now = time.monotonic()
+        for lane in self.lanes:
+            if lane is lost or lane.finished:
+                continue
+            lane.stop_starting = True
+            if lane.result.aborted_by is None:
+                lane.result.aborted_by = cause  # the cause, on another target: see outcome.root_failure
+            for job in lane.running:
+                if not job.exited and job.kill_at is None:
+                    job.result.status = "interrupted"
+                    job.result.error = why
+                    self.terminate(job, now)
 
     def interrupt(self, now: float) -> None:
         self.interrupts += 1
@@ -466,14 +500,18 @@ def _drain(fd: int) -> None:
 
 
 def _catch_signals(wake_fd: int, caught: list[int]) -> Callable[[], None]:
-    """Turn SIGINT/SIGTERM into entries of `caught` and a byte on `wake_fd` (main thread only)."""
+    """Turn SIGINT/SIGTERM into entries of `caught` and a byte on `wake_fd` (main thread only).
+
+    A SIGINT ignored when juncture started (Python then leaves it ignored: `juncture deploy &` from a
+    script) stays ignored during hooks too, as it is during built-in steps; SIGTERM always stops a run."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
     def handler(signum: int, _frame: object) -> None:
         caught.append(signum)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGTERM,) if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else _SIGNALS
+    previous = {sig: signal.signal(sig, handler) for sig in signals}
     previous_wake = signal.set_wakeup_fd(wake_fd, warn_on_full_buffer=False)
 
     def restore() -> None:

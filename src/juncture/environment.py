@@ -7,6 +7,7 @@ import time
 
 from .errors import UsageError
 from .events import EventSpec
+from .recorded import check
 
 __all__ = [
     "OWNED",
@@ -45,6 +46,7 @@ OWNED = (
 )
 # Describe the deployment; `fire --set version=...` may give them.
 SETTABLE = ("APP", "VERSION", "STAGE", "HOSTS", "HOST", "ROLES")
+RECORDED = ("VERSION", "STAGE")  # written to the run history, so checked (recorded.py)
 
 
 class Identity:
@@ -63,9 +65,8 @@ def identity() -> Identity:
 
         user = pwd.getpwuid(os.getuid()).pw_name
     now = time.time()
-    return Identity(
-        f"{user}@{os.uname().nodename}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), now
-    )
+    performer = check("user@host (from $USER or $LOGNAME)", f"{user}@{os.uname().nodename}")
+    return Identity(performer, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)), now)
 
 
 def new_run_id(started: float) -> str:
@@ -79,6 +80,8 @@ def resolve_context(spec: EventSpec, given: dict[str, str]) -> dict[str, str]:
     for key in context:
         if key in OWNED:
             raise UsageError(f"{key.lower()} is set by juncture and cannot be given with --set")
+        if key in RECORDED:
+            check(key.lower(), context[key])
     if spec.fields is None:
         return context
     declared = {f.env_name: f for f in spec.fields}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "HookFailed", "Interrupted", "JunctureError", "UsageError"]
+__all__ = ["HOSTS_SKIPPED", "ConfigError", "HookFailed", "Interrupted", "JunctureError", "UsageError"]
+
+# The exit status of a run that did its work on the reachable hosts and skipped unreachable ones
+# (`on_unreachable: skip`): not 0, so that CI notices (Ansible exits 4 for unreachable hosts).
+HOSTS_SKIPPED = 3
 
 
 class JunctureError(Exception):

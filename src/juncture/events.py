@@ -23,6 +23,7 @@ DEFAULT_GRACE = 5.0
 
 FAILURE_MODES = ("abort", "continue")
 STDIN_MODES = ("null", "inherit")
+LEFTOVERS_MODES = ("keep", "kill")  # what a hook that exits by itself leaves running
 
 # Segments separated by ':' (whoosh's `deploy:updated`); on disk each ':' is a directory level.
 _EVENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]*(:[A-Za-z0-9_][A-Za-z0-9_.@+-]*)*\Z")
@@ -84,6 +85,7 @@ class EventSpec:
     audience: tuple[str, ...] = ("local",)
     parallel: int = 1
     stdin: str = "null"
+    leftovers: str = "keep"  # kill: also after a normal exit, kill what the hook started
     # None: any context field may be set; a tuple: exactly these (closed set).
     fields: tuple[FieldSpec, ...] | None = None
     description: str = ""

@@ -24,11 +24,12 @@ from .config.deploy import Stage, Text
 from .config.hosts import Host
 from .connections import Connections
 from .environment import new_run_id
+from .errors import HOSTS_SKIPPED
 from .fanout import Share, event_waves, host_context
 from .fleet import Fleet, Unreachable
-from .outcome import RunResult
+from .outcome import RunResult, root_failure
 from .phases import FAILED, ROLLBACK
-from .pipeline import Failure, Pipeline, Step, _HookFailed, rollback_release
+from .pipeline import Failure, Pipeline, Step, _HookFailed, _published, rollback_release
 from .plan import template_context
 from .project import Project
 from .release_templates import render_tar
@@ -195,7 +196,7 @@ class FleetPipeline(Pipeline):
             results = self.fleet.run(plans, self.output.hooks, self.session)
             if any(r.status == "interrupted" for r in results):
                 raise KeyboardInterrupt
-            failed = next((r for r in results if r.status == "failed"), None)
+            failed = root_failure(results)
             if failed is not None:
                 self.failed_host = failed.plan.target.name
                 raise _HookFailed(failed)
@@ -248,9 +249,10 @@ class FleetPipeline(Pipeline):
                 continue
             rewritten.append(step)
         try:
-            return super().run(tuple(rewritten), cleanup)
+            code = super().run(tuple(rewritten), cleanup)
         finally:
             self.fleet.close()
+        return HOSTS_SKIPPED if code == 0 and self.fleet.skipped else code
 
     def each(self, work: Callable[[RemoteTarget], object], hosts: list[str] | None = None) -> None:
         """Run `work` on every (reachable) host side by side; the first failure is raised."""
@@ -341,8 +343,9 @@ class FleetPipeline(Pipeline):
             if h.name not in self.fleet.skipped
         }
         info = lock.new_info(self.run_id, self.verb, self.stage.name, self.version, self.who.performer)
-        self.primary().lock(info, self.lock_wait)
-        self.locked = True
+        self.locked = True  # before: an interrupt while the lock is being taken still releases it
+        self.primary().lock(info, self.lock_wait, self.output.waiting, self.took_over)
+        self.attempted = True
         names: dict[str, list[str]] = {}
 
         def read(t: RemoteTarget) -> None:
@@ -358,7 +361,7 @@ class FleetPipeline(Pipeline):
             self.release = name
         elif self.verb == "rollback":
             # chosen (or `--to` checked) on the primary; _rollback_hosts checks the others have it
-            self.release = rollback_release(self.primary(), self.rollback_to)  # type: ignore[arg-type]
+            self.release = rollback_release(self.primary(), self.rollback_to)
             deployed = [
                 r.fields.get("version", "")
                 for r in self.primary().revisions()
@@ -467,6 +470,13 @@ class FleetPipeline(Pipeline):
         missing = sorted(set(self.remote) - set(hosts))
         if missing:
             raise StepFailed(f"release {release} is not on {', '.join(missing)}")
+        # chosen as published on the primary; a failed deploy may have left it unpublished elsewhere
+        unpublished = [h for h in hosts if release not in _published(self.remote[h])]
+        if unpublished:
+            raise StepFailed(
+                f"release {release} was never published on {', '.join(unpublished)} (revisions.log there "
+                "records no deploy of it): not a rollback target"
+            )
         self.published = True
         self.each(lambda t: self._swap(t, release))
         self.each(
@@ -521,8 +531,8 @@ class FleetPipeline(Pipeline):
         self._restore()
         if self.locked:
             try:
-                self.primary().unlock(self.run_id)
-                self.output.note("lock released")
+                if self.primary().unlock(self.run_id):
+                    self.output.note("lock released")
             except StepFailed as exc:
                 self.output.note(
                     f"could not release the lock: {exc} (`juncture lock release {self.stage.name}` frees it)"

@@ -8,7 +8,7 @@ from .discovery import Hook
 from .plan import Plan
 from .record import field, record
 
-__all__ = ["FAILED", "HookResult", "RunResult", "describe", "what"]
+__all__ = ["FAILED", "HookResult", "RunResult", "describe", "root_failure", "what"]
 
 FAILED = ("failed", "timeout", "error")  # the statuses of a hook that did not do its job
 
@@ -64,6 +64,14 @@ class RunResult:
         return ""
 
 
+def root_failure(results: list[RunResult]) -> RunResult | None:
+    """The failed run to report: one that a hook of its own aborted, before one stopped by another
+    target's failure (a lost host interrupts the others)."""
+    failed = [r for r in results if r.status == "failed"]
+    own = (r for r in failed if any(h is r.aborted_by for h in r.hooks))
+    return next(own, failed[0] if failed else None)
+
+
 def what(hook: Hook) -> str:
     """`hook PATH` for a file, `task NAME (juncture.yaml:LINE)` for a config task."""
     return f"hook {hook.path}" if hook.command is None else f"{hook.label} ({hook.path})"
@@ -77,7 +85,7 @@ def describe(result: HookResult) -> str:
             return result.error
         return f"could not start: {result.error}"
     if result.status == "interrupted":
-        return "was interrupted"
+        return f"was interrupted: {result.error}" if result.error else "was interrupted"
     if result.status == "skipped":
         return "skipped (its task failed)"
     if result.signal is not None:

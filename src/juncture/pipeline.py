@@ -1,9 +1,9 @@
 """The deploy and rollback pipelines: phases in order, each firing its events through the engine.
 
 `deploy_steps` and `rollback_steps` are pure data (what `--dry-run` prints); `Pipeline` executes them
-against a target. Any failure (a built-in action, a hook, a task, Ctrl-C or SIGTERM) runs the
-`deploy:failed` hooks with the error, removes a release that never went live, and releases the lock,
-so `current` always points at a complete release.
+against a target. Any failure (a built-in action, a hook, a task, Ctrl-C or SIGTERM) once the lock is
+taken runs the `deploy:failed` hooks with the error (before it, nothing was attempted); any failure removes
+a release that never went live and releases the lock, so `current` always points at a complete release.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from . import lock
 from .config.deploy import Stage
@@ -35,11 +36,15 @@ from .phases import (
 from .plan import Plan, event_hooks, template_context
 from .project import Project
 from .record import record
+from .recorded import check
 from .release_templates import SUFFIX, Values, render_tree
 from .render.pipeline import PipelineOutput
 from .session import Session, open_session
 from .target import LocalTarget, StepFailed, release_key
 from .tasks import expand
+
+if TYPE_CHECKING:
+    from .remote_target import RemoteTarget
 
 __all__ = ["Failure", "Pipeline", "Step", "deploy_steps", "rollback_release", "rollback_steps", "stage_of"]
 
@@ -103,8 +108,12 @@ def stage_of(project: Project, name: str) -> Stage:
     return stages[name]
 
 
-def rollback_release(target: LocalTarget, to: str | None) -> str:
-    """The release a rollback goes to: `--to`, else the newest published release older than current."""
+def rollback_release(target: LocalTarget | RemoteTarget, to: str | None) -> str:
+    """The release a rollback goes to: `--to`, else the newest published release older than current.
+
+    Published: revisions.log records it (deployed, or rolled back to). Any other release directory was
+    left by a deploy that failed (or was killed) before it went live: it may be incomplete, so it is
+    never a rollback's target."""
     current = target.current()
     releases = target.releases()
     if to is not None:
@@ -114,15 +123,28 @@ def rollback_release(target: LocalTarget, to: str | None) -> str:
             )
         if to == current:
             raise UsageError(f"release {to} is already current")
+        if to not in _published(target):
+            raise UsageError(
+                f"release {to} was never published ({target.revisions_log} records no deploy of it; "
+                "a failed deploy left it): not a rollback target"
+            )
         return to
     if current is None:
         raise UsageError(f"nothing to roll back: {target.current_link} does not exist")
-    published = {r.release for r in target.revisions()}
+    published = _published(target)
     now = release_key(current)
-    older = [r for r in releases if release_key(r) < now and (r in published or not published)]
-    if not older:
-        raise UsageError(f"no release before {current} to roll back to (releases: {', '.join(releases)})")
-    return older[-1]
+    older = [r for r in releases if release_key(r) < now]
+    live = [r for r in older if r in published]
+    if not live:
+        unpublished = f"; never published: {', '.join(older)}" if older else ""
+        raise UsageError(
+            f"no release before {current} to roll back to (releases: {', '.join(releases)}{unpublished})"
+        )
+    return live[-1]
+
+
+def _published(target: LocalTarget | RemoteTarget) -> set[str]:
+    return {r.release for r in target.revisions()}
 
 
 class Pipeline:
@@ -143,6 +165,9 @@ class Pipeline:
         dry_run: bool = False,
         lock_wait: float = 0.0,
     ) -> None:
+        for what, value in (("version", version), ("release", release), ("--to", rollback_to)):
+            if value:
+                check(what, value)  # they are written to revisions.log and the history
         self.project = project
         self.stage = stage
         self.verb = verb
@@ -164,7 +189,8 @@ class Pipeline:
         self.version = version or self._version()
         self.built = False  # the release directory exists (it is removed if the deploy fails)
         self.published = False
-        self.locked = False
+        self.locked = False  # this run may hold the lock (releasing checks the run id)
+        self.attempted = False  # the lock was taken: from here on, a failure runs deploy:failed
         self.points = 0
         self.cleanup = False  # rollback --cleanup
         self.phase = ""
@@ -320,7 +346,7 @@ class Pipeline:
                         self.timed(step)
                     else:
                         self.fire(step)
-            except (StepFailed, lock.LockHeld, UsageError) as exc:
+            except (StepFailed, lock.LockError, UsageError) as exc:
                 return self.fail(Failure(self.phase, str(exc)))
             except _HookFailed as exc:
                 return self.fail(self._hook_failure(exc.result))
@@ -415,8 +441,9 @@ class Pipeline:
         except OSError as exc:
             raise StepFailed(f"cannot create {target.deploy_to}: {exc.strerror}") from None
         info = lock.new_info(self.run_id, self.verb, self.stage.name, self.version, self.who.performer)
-        lock.acquire(target.deploy_to, info, self.lock_wait, self.output.waiting)
-        self.locked = True
+        self.locked = True  # before: an interrupt right after the link still releases it
+        lock.acquire(target.deploy_to, info, self.lock_wait, self.output.waiting, self.took_over)
+        self.attempted = True
         # Another run may have deployed while this one waited: what is current, and free names, are
         # known only now.
         current = target.current() or ""
@@ -467,6 +494,8 @@ class Pipeline:
 
     def fail(self, failure: Failure) -> int:
         """Run the failure hooks, then clean up (`clean_up_after_failure`), and report."""
+        if self.session is not None:
+            failure.message = self.session.mask_text(failure.message)
         self.output.failed(failure)
         extra = {
             "ERROR": failure.message,
@@ -477,7 +506,8 @@ class Pipeline:
         }
         try:
             with _sigterm_interrupts():
-                result = self.fire_failure_hooks(extra)
+                # a deploy that never took the lock attempted nothing: no one is paged for it
+                result = self.fire_failure_hooks(extra) if self.attempted else None
             if result is not None and result.failures:
                 self.output.failure_hooks_failed(result)
         finally:
@@ -494,8 +524,14 @@ class Pipeline:
             self.target.remove(self.release)
             self.output.note(f"removed release {self.release}, which never went live")
         if self.locked:
-            lock.release(self.target.deploy_to, self.run_id)
-            self.output.note("lock released")
+            try:
+                if lock.release(self.target.deploy_to, self.run_id):
+                    self.output.note("lock released")
+            except lock.LockError as exc:
+                self.output.note(f"could not release the lock: {exc}")
+
+    def took_over(self, holder: lock.LockInfo, verdict: lock.Verdict) -> None:
+        self.output.note(f"took over a stale deploy lock ({verdict.reason}), {holder.describe()}")
 
     def fire_failure_hooks(self, extra: dict[str, str]) -> RunResult | None:
         plan = self.plan(Step(FAILED, FAILED), extra)

@@ -10,11 +10,14 @@ import os
 import posixpath
 import tarfile
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from . import lock
 from .config.deploy import Source
-from .lock import LOCK_NAME, LockHeld, LockInfo
-from .record import asdict, fields
+from .lock import LOCK_NAME, LockError, LockHeld, LockInfo, Verdict
+from .record import asdict
+from .recorded import escape
 from .runners.remote_script import quote
 from .target import (
     PARTIAL,
@@ -129,10 +132,15 @@ class RemoteTarget:
             )
 
     def build(self, name: str, data: bytes) -> None:
+        """Unpack into `NAME.partial`, then rename it. A failure (a full disk) removes the partial
+        release and says tar's first "Cannot …" complaint, which names the system's reason (a short
+        write, often first, does not), else its first."""
         partial = quote(name + PARTIAL)
         self._run(
-            f'cd "$D/releases" && rm -rf {partial} && mkdir {partial} && tar -x -C {partial} && '
-            f"mv {partial} {quote(name)}",
+            f'cd "$D/releases" && rm -rf {partial} && mkdir {partial} || exit 1\n'
+            f"if ! e=$(tar -x -C {partial} 2>&1); then\n  rm -rf {partial}\n"
+            '  printf "%s\\n" "$e" | grep -m 1 "Cannot " || printf "%s\\n" "$e" | head -n 1\n  exit 1\nfi\n'
+            f"mv {partial} {quote(name)} || {{ rm -rf {partial}; exit 1; }}",
             f"building release {name}",
             data,
         )
@@ -158,13 +166,16 @@ class RemoteTarget:
         )
 
     def remove(self, name: str) -> None:
-        # raises when the host is gone: the caller says the release was left there
-        self._run(f"rm -rf {quote(self.release_path(name))}", f"removing release {name}")
+        """Remove a release and what is left of its build (a build whose connection was cut leaves
+        `NAME.partial`). Raises when the host is gone: the caller says the release was left there."""
+        path = self.release_path(name)
+        self._run(f"rm -rf {quote(path)} {quote(path + PARTIAL)}", f"removing release {name}")
 
     def record(self, action: str, release: str, **fields: str) -> None:
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        words = " ".join(f"{key}={value}" for key, value in fields.items() if value)
-        line = f"{at} {action} release={release} {words}"
+        # escape: a value with a line break or a space would forge a line or a field (recorded.py)
+        words = " ".join(f"{key}={escape(value)}" for key, value in fields.items() if value)
+        line = f"{at} {action} release={escape(release)} {words}"
         self._run(f'printf "%s\\n" {quote(line)} >> "$D/revisions.log"', "writing revisions.log")
 
     def prune(self, keep: int, protect: set[str]) -> list[str]:
@@ -179,46 +190,133 @@ class RemoteTarget:
 
     # -- the deploy lock (on the primary host) -------------------------------------------------------
 
-    def lock(self, info: LockInfo, wait: float) -> None:
-        """Create the lock file with noclobber (O_EXCL): whoever creates it holds it."""
+    def lock(
+        self,
+        info: LockInfo,
+        wait: float,
+        waiting: Callable[[LockInfo], None] | None = None,
+        took_over: Callable[[LockInfo, Verdict], None] | None = None,
+    ) -> None:
+        """Write the lock to a private file and hard-link it into place (`ln` fails if a lock exists):
+        whoever links it holds it, and no one reads a half-written lock. A stale lock is taken over."""
         body = quote(json.dumps(asdict(info)))
         deadline = time.monotonic() + wait
+        misses = 0  # tries that found neither a lock nor a way to take it: bounded
         while True:
             out = self._run(
-                f'mkdir -p "$D" || exit 1\n'
-                f'if (set -C; printf "%s" {body} > "$D/{LOCK_NAME}") 2>/dev/null; then echo TAKEN; '
-                f'else cat "$D/{LOCK_NAME}"; fi',
+                f'L="$D/{LOCK_NAME}"; T="$L.$$.tmp"\n'
+                'e=$(mkdir -p "$D" 2>&1) || { echo "CANNOT create $e"; exit 0; }\n'
+                f"{_staged(body)}"
+                'if e=$(ln "$T" "$L" 2>&1); then rm -f "$T"; echo TAKEN; exit 0; fi\n'
+                'rm -f "$T"\n[ -e "$L" ] || { echo "MISSED $e"; exit 0; }\n'
+                'uname -n\ncat "$L" 2>/dev/null; true',
                 "taking the deploy lock",
             )
             if out.strip() == "TAKEN":
                 return
+            self._cannot(out)
+            node, _, raw = out.partition("\n")
+            if node.startswith("MISSED ") or not raw.strip():
+                misses += 1  # released between our `ln` and our look
+                if misses > 5:
+                    raise LockError(
+                        f"{self.host}: cannot take the deploy lock: {node.removeprefix('MISSED ')}"
+                    )
+                continue
+            holder = lock.parse(raw)
+            verdict = self.check(holder, node.strip())
+            if verdict.state == "stale":
+                if self._take_over(body, raw):
+                    if took_over is not None:
+                        took_over(holder, verdict)
+                    return
+                misses += 1  # another taker came first, or the lock reads differently each time
+                if misses > 5:
+                    raise LockError(
+                        f"{self.host}: cannot take over the stale deploy lock in {self.deploy_to}"
+                    )
+                continue
             if time.monotonic() >= deadline:
-                try:
-                    holder = LockInfo(**json.loads(out)).describe()
-                except (ValueError, TypeError):
-                    holder = "held (unreadable lock file)"
-                raise LockHeld(f"stage {info.stage} is locked on {self.host}: {holder}")
+                raise LockHeld(lock.held_message(info.stage, f" on {self.host}:", holder, verdict, wait))
+            if waiting is not None:
+                waiting(holder)
+                waiting = None
             time.sleep(0.5)
 
-    def holder(self) -> LockInfo | None:
-        """Who holds the lock, None when unlocked; an unreadable lock still counts as held."""
+    def _cannot(self, out: str) -> None:
+        """Raise the one-line reason why `$D` takes no lock, when a lock script said so (CANNOT, and
+        the shell's or mkdir's error, whose last words are the system's reason)."""
+        if not out.startswith("CANNOT "):
+            return
+        reason = out.strip().splitlines()[-1].rsplit(": ", 1)[-1]
+        if out.startswith("CANNOT create "):
+            raise LockError(f"{self.host}: cannot create {self.deploy_to}: {reason}")
+        raise LockError(
+            f"{self.host}: cannot take the deploy lock: {self.deploy_to} is not writable ({reason})"
+        )
+
+    def _take_over(self, body: str, raw: str) -> bool:
+        """Replace the stale lock `raw` by ours unless it changed since it was judged: under flock(1) of
+        `$D`, which other takers and `lock release` take too, and which ends with the script."""
         out = self._run(
-            f'[ -e "$D/{LOCK_NAME}" ] || {{ echo UNLOCKED; exit 0; }}\ncat "$D/{LOCK_NAME}"',
+            f"{_EXCLUSIVE}{_unchanged(raw)} || {{ echo CHANGED; exit 0; }}\n"
+            f'T="$L.$$.tmp"\n{_staged(body)}rm -f "$L" && ln "$T" "$L" && echo TAKEN; rm -f "$T"',
+            "taking over the stale deploy lock",
+        )
+        self._cannot(out)
+        return out.strip() == "TAKEN"
+
+    def read_lock(self) -> tuple[LockInfo | None, str, str]:
+        """Who holds the lock (None when unlocked; an unreadable lock still counts as held), the lock
+        file's text, and the host's name (`uname -n`, to check a holder that ran on the host)."""
+        out = self._run(
+            f'uname -n\n[ -e "$D/{LOCK_NAME}" ] || {{ echo UNLOCKED; exit 0; }}\ncat "$D/{LOCK_NAME}"',
             "reading the deploy lock",
         )
-        if out.strip() == "UNLOCKED":
-            return None
-        try:
-            data = json.loads(out)
-            return LockInfo(**{key: data[key] for key in fields(LockInfo)})
-        except (ValueError, KeyError, TypeError):
-            return LockInfo("?", "?", "?", "", "unknown (unreadable lock file)", "?", 0, "?")
+        node, _, raw = out.partition("\n")
+        if raw.strip() == "UNLOCKED":
+            return None, "", node.strip()
+        return lock.parse(raw), raw, node.strip()
 
-    def unlock(self, run_id: str | None) -> None:
-        """Remove the lock if `run_id` holds it; None: whoever holds it (`lock release`). Raises when
-        the host cannot be reached, so that a lock left behind is reported, not claimed released."""
-        if run_id is None:
-            script = f'rm -f "$D/{LOCK_NAME}"'
+    def holder(self) -> LockInfo | None:
+        return self.read_lock()[0]
+
+    def check(self, holder: LockInfo, node: str) -> Verdict:
+        """Whether the holder lives: checked on this machine when it ran here, on the host when it ran
+        there (`node`: the host's name); else unknown."""
+        if holder.host == os.uname().nodename or holder.host != node or holder.pid <= 0:
+            return lock.check(holder)
+        out = self._run(
+            "cat /proc/sys/kernel/random/boot_id\nreadlink /proc/self/ns/pid || echo\n"
+            f"sed 's/.*) //' /proc/{holder.pid}/stat 2>/dev/null | cut -d' ' -f1,20; true",
+            "checking the deploy lock's holder",
+        )
+        boot, pidns, stat, *_ = [*out.split("\n"), "", ""]
+        state = stat.split()
+        start = int(state[1]) if len(state) == 2 and state[0] != "Z" and state[1].isdigit() else None
+        return lock.judge(holder, boot.strip(), pidns.strip(), start)
+
+    def unlock(self, run_id: str | None, raw: str = "") -> bool:
+        """Remove the lock if `run_id` holds it; with `raw` (`lock release`), if it is still that lock
+        file, under the takers' flock. Whether it was removed. Raises when the host cannot be reached, so
+        that a lock left behind is reported, not claimed released."""
+        if run_id is not None:
+            script = f'L="$D/{LOCK_NAME}"\ngrep -qF {quote(run_id)} "$L" 2>/dev/null || exit 0\n'
         else:
-            script = f'grep -qF {quote(run_id)} "$D/{LOCK_NAME}" 2>/dev/null && rm -f "$D/{LOCK_NAME}"; true'
-        self._run(script, "releasing the deploy lock")
+            script = f"{_EXCLUSIVE}{_unchanged(raw)} || exit 0\n"
+        out = self._run(f'{script}rm -f "$L" && echo REMOVED', "releasing the deploy lock")
+        return out.strip() == "REMOVED"
+
+
+# `$L` is the lock; these run under flock of `$D` (flock(1): util-linux or busybox) until the script ends.
+_EXCLUSIVE = f'L="$D/{LOCK_NAME}"\nexec 9<"$D" && flock 9 || exit 1\n'
+
+
+def _staged(body: str) -> str:
+    """Write `body` to `$T`; when that fails (read-only, full, not allowed), say CANNOT and the error."""
+    return f'e=$({{ printf \'%s\' {body} > "$T"; }} 2>&1) || {{ rm -f "$T"; echo "CANNOT $e"; exit 0; }}\n'
+
+
+def _unchanged(raw: str) -> str:
+    """A test that the lock file still reads `raw` (as `$(cat)` reads it: without trailing newlines)."""
+    return f'[ "$(cat "$L" 2>/dev/null)" = {quote(raw.rstrip(chr(10)))} ]'

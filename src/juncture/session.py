@@ -15,10 +15,13 @@ import time
 from typing import Any
 
 from .events import EventSpec
+from .logs import logged_bytes, prune_logs
+from .masking import Masks
 from .outcome import HookResult
 from .outputs import OutputsError, parse_outputs, written_secrets
 from .plan import Plan
 from .project import Project
+from .recorded import escape
 from .runners.remote_script import OUTPUTS
 from .store import StateError, Store
 from .targets import Target
@@ -26,7 +29,6 @@ from .targets import Target
 __all__ = ["READ_ONLY_EVENTS", "Session", "env_name", "open_session"]
 
 READ_ONLY_EVENTS = frozenset({"health_check"})  # checks look, they do not change state (maand's rule)
-_MIN_MASKED = 3  # shorter secrets would blank out ordinary text
 _PYLIB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pylib")  # juncture_hook.py alone
 
 
@@ -42,7 +44,7 @@ class Session:
         self.run_id: str = run["id"]
         self.stage: str | None = run.get("stage")
         self.values: dict[str, dict[str, str]] = {}  # namespace -> key -> value committed this run
-        self.masks: list[bytes] = []
+        self.masks = Masks()
         self._directory: str | None = None
         self._items: list[dict[str, Any]] = []
         self._seen: dict[str, int] = {}  # outputs file -> size when last read
@@ -58,17 +60,14 @@ class Session:
     # -- masking ----------------------------------------------------------------------------------
 
     def add_masks(self, values: list[str]) -> None:
-        found = {v.encode() for v in values if len(v) >= _MIN_MASKED} | set(self.masks)
-        self.masks = sorted(found, key=len, reverse=True)  # a secret containing another goes first
-
-    def mask(self, data: bytes) -> bytes:
-        for secret in self.masks:
-            if secret in data:
-                data = data.replace(secret, b"***")
-        return data
+        """Hide these secrets (and each line of one of several lines) from here on; a hook's output still
+        held back by its `Stream` is masked with them too."""
+        self.masks.add(values)
 
     def mask_text(self, text: str) -> str:
-        return self.mask(text.encode()).decode("utf-8", "replace") if self.masks else text
+        if not self.masks:
+            return text
+        return self.masks.mask(text.encode("utf-8", "surrogateescape")).decode("utf-8", "replace")
 
     # -- a hook's environment and outputs ---------------------------------------------------------
 
@@ -165,10 +164,12 @@ class Session:
         try:
             entries = parse_outputs(text)
         except OutputsError as exc:
+            self.add_masks(written_secrets(text))  # not stored, but still hidden (history, this message)
+            problem = self.mask_text(str(exc))
             if result.status == "ok":
                 result.status = "failed"
-                result.error = f"outputs file {exc}: nothing stored"
-            return f"juncture: outputs file {exc}; nothing was stored\n"
+                result.error = f"outputs file {problem}: nothing stored"
+            return f"juncture: outputs file {problem}; nothing was stored\n"
         self.add_masks([e.value for e in entries if e.secret])
         keys = ", ".join(e.key for e in entries)
         if event in READ_ONLY_EVENTS:
@@ -197,7 +198,7 @@ class Session:
                 "ended_at": ended,
                 "status": result.status,
                 "exit_code": result.exit_code,
-                "output_tail": self.mask_text(_last_lines(result.tail)) if result.tail else "",
+                "output_tail": _last_lines(result.tail),  # masked by the engine
             }
         )
 
@@ -230,7 +231,7 @@ class Session:
         self._ended = True
         self.flush()
         status = "ok" if exit_code == 0 else "interrupted" if exit_code == 130 else "failed"
-        self.store.run_ended(self.run_id, status, exit_code)
+        self.store.run_ended(self.run_id, status, exit_code, logged_bytes(self.store.state_dir, self.run_id))
         self.store.close()  # a last WAL checkpoint; the command may end without interpreter teardown
         if self._directory is not None:
             import shutil
@@ -253,16 +254,19 @@ def open_session(
     who: str = "",
 ) -> Session:
     """The session of a run about to start, recorded in the project's store as running."""
+    # The callers check these values (recorded.py); escaping keeps a missed one from forging history lines.
     run = {
         "id": run_id,
-        "verb": verb,
-        "stage": stage,
-        "event": event,
-        "version": version,
-        "who": who,
+        "verb": escape(verb),
+        "stage": stage and escape(stage),
+        "event": event and escape(event),
+        "version": version and escape(version),
+        "who": escape(who),
         "started_at": time.time(),
     }
-    return Session(Store(project.state_dir), project.config.env_prefix, run)
+    store = Store(project.state_dir)
+    prune_logs(store, project.config.keep_logs, project.config.max_log_bytes, run_id)  # before it logs
+    return Session(store, project.config.env_prefix, run)
 
 
 def _outputs_base() -> str:

@@ -4,6 +4,9 @@ revisions `check` remembers.
 
 Every write is one `BEGIN IMMEDIATE` transaction, so two processes at once wait for each other (up to
 30 s) instead of failing, and a process killed mid-write leaves the last committed state.
+
+A store that cannot be used is reported as what it is: a full disk, a read-only file system or a
+permission problem (the store intact), a file that is not a juncture database, or a damaged one.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from .record import record
 from .vault import StateError, Vault, load_vault
 
 __all__ = ["KvItem", "StateError", "Store"]
+
+# SQLite's primary result codes that say what is wrong (the Python module does not name them).
+_BUSY, _LOCKED, _CORRUPT, _FULL, _NOTADB = 5, 6, 11, 13, 26
+_FOREIGN = ("no such table", "no such column", "has no column named")  # a database, but not ours
+_LOW_SPACE = 256 * 1024  # below this, an I/O error is the disk being full (SQLite needs 32 KiB for -shm)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS event_revisions (
@@ -65,6 +73,10 @@ CREATE TABLE IF NOT EXISTS items (
     output_tail TEXT,
     PRIMARY KEY (run_id, seq)
 );
+CREATE TABLE IF NOT EXISTS run_logs (
+    run_id TEXT PRIMARY KEY,
+    bytes INTEGER NOT NULL
+);
 """
 
 _RUN_COLUMNS = (
@@ -79,6 +91,12 @@ _RUN_COLUMNS = (
     "status",
     "exit_code",
 )
+# Each table as SQLite keeps it in sqlite_master (without IF NOT EXISTS): a database holding one of
+# these names with another definition, or only tables of other names, is not a juncture store.
+_TABLES = {
+    statement.split()[2]: statement
+    for statement in _SCHEMA.replace(" IF NOT EXISTS", "").strip().rstrip(";").split(";\n")
+}
 _ITEM_COLUMNS = (
     "target",
     "kind",
@@ -110,13 +128,13 @@ class Store:
         self._vault: Vault | None = None
         try:
             os.makedirs(directory, mode=0o700, exist_ok=True)
+            fresh = not os.path.exists(self.path)
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            os.chmod(self.path, 0o600)
             self._prepare()
-        except sqlite3.DatabaseError as exc:
-            raise self._unusable(exc) from None
-        except OSError as exc:
-            raise StateError(f"{self.path}: {exc.strerror or exc}") from None
+            if fresh:
+                os.chmod(self.path, 0o600)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failure(exc) from None
 
     def _prepare(self, tries: int = 50) -> None:
         # While another run's last connection closes, it checkpoints and removes the WAL under an
@@ -124,6 +142,7 @@ class Store:
         # for the busy timeout: a moment to wait, not a broken database.
         for attempt in range(tries):
             try:
+                self._check_ours()  # before anything is written to it
                 self.db.execute("PRAGMA journal_mode=WAL")
                 self.db.execute("PRAGMA synchronous=NORMAL")  # WAL: a crash loses no committed state
                 self.db.executescript(_SCHEMA)
@@ -133,11 +152,66 @@ class Store:
                     raise
                 time.sleep(0.05)
 
-    def _unusable(self, exc: Exception) -> StateError:
+    def _check_ours(self) -> None:
+        """Refuse an SQLite database that is not a juncture store (tables, but not with our columns)."""
+        found = dict(self.db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+        if not found:
+            return  # a new store
+        for table, sql in found.items():
+            if table in _TABLES and sql != _TABLES[table]:
+                raise self._foreign(f"its table {table} is not juncture's")
+        if not found.keys() & _TABLES.keys():
+            raise self._foreign(f"its tables are {', '.join(sorted(found))}")
+
+    def _foreign(self, detail: str) -> StateError:
         return StateError(
-            f"{self.path}: {exc}: not a usable juncture database. Nothing was changed; move it aside "
-            "to start afresh (the KV store, secrets and history in it are then gone)"
+            f"{self.path}: not a juncture database ({detail}). Nothing was changed; if it is not "
+            "needed, move it aside and juncture starts a new store"
         )
+
+    def _failure(self, exc: sqlite3.Error | OSError) -> StateError:
+        """The one-line reason the store cannot be used: what is wrong, never "corrupt" unless it is."""
+        if isinstance(exc, OSError):
+            import errno
+
+            causes = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EROFS: "read-only"}
+            cause = causes.get(exc.errno or 0) or ("permission" if isinstance(exc, PermissionError) else "")
+            where = exc.filename or self.path
+            return StateError(_explain(cause, where) if cause else f"{where}: {exc.strerror or exc}")
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary code of an extended one
+        if code == _NOTADB or any(words in str(exc) for words in _FOREIGN):
+            return self._foreign(str(exc))
+        if code == _CORRUPT:
+            return StateError(
+                f"{self.path}: damaged ({exc}). Nothing was changed; keep a copy and try "
+                f"`sqlite3 {self.path} .recover` to save what it holds"
+            )
+        if code in (_BUSY, _LOCKED):
+            return StateError(f"{self.path}: busy: another juncture process held it for 30 s; try again")
+        directory = os.path.dirname(self.path)
+        cause, where = ("full", directory) if code == _FULL else self._cause()
+        if cause:
+            return StateError(_explain(cause, where))
+        return StateError(f"{self.path}: {exc} ({getattr(exc, 'sqlite_errorname', 'SQLite error')})")
+
+    def _cause(self) -> tuple[str, str]:
+        """What of the file system stops SQLite, and where (asked after an error only): SQLite says
+        "disk I/O error" or "unable to open" for a full disk, a read-only mount or a directory it
+        cannot write. ("", "") when none of these."""
+        directory = os.path.dirname(self.path)
+        try:
+            fs = os.statvfs(directory)
+        except OSError:
+            return "", ""
+        if fs.f_flag & os.ST_RDONLY:
+            return "read-only", directory
+        if fs.f_bavail * fs.f_frsize < _LOW_SPACE:
+            return "full", directory
+        if not os.access(directory, os.W_OK | os.X_OK):
+            return "permission", directory
+        if os.path.exists(self.path) and not os.access(self.path, os.R_OK | os.W_OK):
+            return "permission", self.path
+        return "", ""
 
     def close(self) -> None:
         self.db.close()
@@ -154,18 +228,22 @@ class Store:
             self.db.execute("BEGIN IMMEDIATE")
             try:
                 yield self.db
+                self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # a failed COMMIT (disk full) may leave it open
+                    try:
+                        self.db.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the first error says what is wrong
                 raise
-            self.db.execute("COMMIT")
         except sqlite3.DatabaseError as exc:
-            raise self._unusable(exc) from None
+            raise self._failure(exc) from None
 
     def _read(self, sql: str, args: Iterable[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.db.execute(sql, tuple(args)).fetchall()
         except sqlite3.DatabaseError as exc:
-            raise self._unusable(exc) from None
+            raise self._failure(exc) from None
 
     def vault(self, create: bool = False) -> Vault | None:
         if self._vault is None:
@@ -270,12 +348,36 @@ class Store:
                 ),
             )
 
-    def run_ended(self, run_id: str, status: str, exit_code: int) -> None:
+    def run_ended(self, run_id: str, status: str, exit_code: int, log_bytes: int | None = None) -> None:
+        """Record a run's end, and the size of its logs (None: it wrote none) for their retention."""
         with self._write() as db:
             db.execute(
                 "UPDATE runs SET ended_at = ?, status = ?, exit_code = ? WHERE id = ?",
                 (time.time(), status, exit_code, run_id),
             )
+            if log_bytes is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO run_logs (run_id, bytes) VALUES (?, ?)", (run_id, log_bytes)
+                )
+
+    # -- logs -------------------------------------------------------------------------------------
+
+    def log_sizes(self) -> dict[str, int]:
+        """The size of each run's logs, as recorded when it ended (or when retention measured it)."""
+        return dict(self._read("SELECT run_id, bytes FROM run_logs"))
+
+    def live_runs(self, run_ids: list[str]) -> set[str]:
+        """Those of `run_ids` still running: recorded so, and their process is still there."""
+        wanted = set(run_ids)
+        rows = self._read("SELECT id, pid, pid_start FROM runs WHERE status = 'running'")
+        return {run_id for run_id, pid, start in rows if run_id in wanted and _process_start(pid) == start}
+
+    def logs_changed(self, measured: dict[str, int], removed: list[str]) -> None:
+        if not measured and not removed:
+            return
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO run_logs (run_id, bytes) VALUES (?, ?)", measured.items())
+            db.executemany("DELETE FROM run_logs WHERE run_id = ?", [(run_id,) for run_id in removed])
 
     def add_items(self, run_id: str, items: list[dict[str, Any]]) -> None:
         """Append a batch of hook runs or steps to a run's timeline (one transaction per batch)."""
@@ -331,6 +433,18 @@ class Store:
                 "ON CONFLICT(event) DO UPDATE SET revision = excluded.revision, seen_at = excluded.seen_at",
                 [(event, revision, now) for event, revision in revisions.items()],
             )
+
+
+def _explain(cause: str, where: str) -> str:
+    if cause == "full":
+        what = "no space left on the file system"
+    elif cause == "read-only":
+        what = "read-only file system"
+    else:
+        import pwd
+
+        what = f"permission denied: user {pwd.getpwuid(os.geteuid()).pw_name} cannot write it"
+    return f"{where}: {what}; nothing in the store was changed or lost"
 
 
 def _process_start(pid: int | None) -> str | None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from .config.deploy import Source
 from .errors import JunctureError
 from .record import record
+from .recorded import escape
 from .treecopy import copy_tree, remove_tree
 
 __all__ = ["PARTIAL", "LocalTarget", "Revision", "StepFailed", "release_key"]
@@ -211,7 +212,9 @@ class LocalTarget:
 
     def record(self, action: str, release: str, **fields: str) -> None:
         at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        words = " ".join(f"{key}={value}" for key, value in fields.items() if value)
+        # escape: a value with a line break or a space would forge a line or a field (recorded.py)
+        words = " ".join(f"{key}={escape(value)}" for key, value in fields.items() if value)
+        release = escape(release)
         try:
             with open(self.revisions_log, "a") as handle:
                 handle.write(f"{at} {action} release={release} {words}\n")

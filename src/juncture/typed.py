@@ -22,6 +22,7 @@ from .events import (
     DEFAULT_GRACE,
     DEFAULT_TIMEOUT,
     FAILURE_MODES,
+    LEFTOVERS_MODES,
     STDIN_MODES,
     EventSpec,
     FieldSpec,
@@ -57,6 +58,7 @@ class Event:
     revision: ClassVar[int] = 1
     parallel: ClassVar[int] = 1
     stdin: ClassVar[str] = "null"
+    leftovers: ClassVar[str] = "keep"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -67,6 +69,8 @@ class Event:
             problem = f"failure must be one of {', '.join(FAILURE_MODES)}, not {cls.failure!r}"
         if problem is None and cls.stdin not in STDIN_MODES:
             problem = f"stdin must be one of {', '.join(STDIN_MODES)}, not {cls.stdin!r}"
+        if problem is None and cls.leftovers not in LEFTOVERS_MODES:
+            problem = f"leftovers must be one of {', '.join(LEFTOVERS_MODES)}, not {cls.leftovers!r}"
         if problem is None and (cls.timeout <= 0 or cls.parallel < 1 or cls.revision < 1):
             problem = "timeout must be > 0, parallel and revision >= 1"
         if problem:
@@ -92,6 +96,7 @@ class Event:
             audience=tuple(cls.audience),
             parallel=cls.parallel,
             stdin=cls.stdin,
+            leftovers=cls.leftovers,
             fields=fields,
             description=(cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else "",
             source=f"python: {cls.__module__}.{cls.__qualname__}",

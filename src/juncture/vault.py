@@ -58,14 +58,20 @@ def load_vault(state_dir: str, create: bool) -> Vault | None:
         except FileNotFoundError:
             if not create:
                 return None
-            return Vault(_new_key(path))
+            key = _new_key(path)
+            if key is not None:
+                return Vault(key)
+            info = os.stat(path)  # another process made the key first: use theirs
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise StateError(
                 f"{path} has mode {stat.S_IMODE(info.st_mode):04o}: a secret key must be private "
                 f"(chmod 600 {path})"
             )
-        with open(path) as handle:
-            text = handle.read()
+        try:
+            with open(path) as handle:
+                text = handle.read()
+        except OSError as exc:
+            raise StateError(f"{path}: cannot read the secret key: {exc.strerror}") from None
     try:
         key = base64.urlsafe_b64decode(text.strip())
     except (binascii.Error, ValueError):
@@ -75,10 +81,41 @@ def load_vault(state_dir: str, create: bool) -> Vault | None:
     return Vault(key)
 
 
-def _new_key(path: str) -> bytes:
+def _new_key(path: str) -> bytes | None:
+    """A new key in `path`, or None when another process put its own there first.
+
+    The key is written and synced to a private temporary file, then hard-linked into place: `path`
+    never exists incomplete, and of processes racing to create it, exactly one link succeeds.
+    """
+    import tempfile
+
     key = os.urandom(32)
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(base64.urlsafe_b64encode(key).decode() + "\n")
-    return key
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, staged = tempfile.mkstemp(prefix=".secret.key.", dir=directory)  # 0600
+    except OSError as exc:
+        raise StateError(f"{exc.filename or path}: cannot create the secret key: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(base64.urlsafe_b64encode(key).decode() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(staged, path)
+        except FileExistsError:
+            return None
+        _sync_directory(directory)  # the new name survives a crash, or a second key could be made
+        return key
+    except OSError as exc:
+        raise StateError(f"{path}: cannot create the secret key: {exc.strerror}") from None
+    finally:
+        os.unlink(staged)
+
+
+def _sync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,18 +1,23 @@
 """Command line: parse, call, render. Errors become one line on stderr and an exit code.
 
 Exit codes: 0 success; 1 a hook failed and its event aborted (or `check` found errors);
-2 usage or configuration error; 130 interrupted.
+2 usage or configuration error; 3 done on the reachable hosts, unreachable ones skipped
+(`on_unreachable: skip`); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
 from ..errors import JunctureError, UsageError
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 __all__ = ["entry", "main"]
 
@@ -35,6 +40,19 @@ _COMMANDS = {
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (float() also reads `nan` and `inf`)."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         verb.add_argument(
             "--lock-wait",
-            type=float,
+            type=_seconds,
             default=0.0,
             metavar="SECONDS",
             help="wait this long for the deploy lock",
@@ -95,9 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     releases = sub.add_parser("releases", help="list a stage's releases and which one is current")
     releases.add_argument("stage")
 
-    locking = sub.add_parser("lock", help="show or force-release a stage's deploy lock")
+    locking = sub.add_parser("lock", help="show (exit 0 free, 1 held, 3 stale) or free a deploy lock")
     locking.add_argument("action", choices=["status", "release"])
     locking.add_argument("stage")
+    locking.add_argument(
+        "--force", action="store_true", help="release even a lock whose holder is alive or cannot be checked"
+    )
 
     kv = sub.add_parser("kv", help="the KV store: variables and secrets for hooks and templates")
     kv_sub = kv.add_subparsers(dest="kv_command", metavar="ACTION", parser_class=_Parser, required=True)
@@ -143,10 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say("interrupted")
         return 130
-    except BrokenPipeError:
-        # stdout closed early (`juncture list | head`): not an error worth a traceback
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except Exception as exc:  # a bug: one line unless asked for the traceback
         if os.environ.get("JUNCTURE_DEBUG"):
             raise
@@ -162,13 +179,62 @@ def entry() -> NoReturn:
     and a close of each SSH socket from Python: about 100 ms after a run on 50 hosts, for nothing the
     kernel does not do at exit anyway.
     """
+    _own_streams()
     code = main()
-    try:
-        sys.stdout.flush()
-    except BrokenPipeError:  # the reader left: what it did not read is not worth an error
-        pass
+    sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+class _Forgiving(io.FileIO):
+    """fd 1 or 2 as juncture writes it. A failed write (the reader left: EPIPE; the terminal closed: EIO;
+    a full disk) drops that write and every later one instead of raising: an exception out of a `print`
+    would end a deploy half done, holding the lock. The run goes on to its end and exits with its own
+    status; its logs and history keep every line. Writes are whole, so unbuffered (PYTHONUNBUFFERED)
+    output loses nothing, and a stream that another process sharing it made non-blocking is waited on."""
+
+    dropping = False
+
+    def write(self, data: ReadableBuffer) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view) and not self.dropping:
+            try:
+                written: int | None = super().write(view[done:])
+            except OSError:
+                self.dropping = True
+                break
+            if written is None:  # EAGAIN
+                import select
+
+                select.select([], [self.fileno()], [])
+            else:
+                done += written
+        return len(view)
+
+
+def _own_streams() -> None:
+    """stdout and stderr through `_Forgiving`, with the encoding and buffering Python chose for them."""
+    if sys.stdin is None or sys.stdout is None or sys.stderr is None:
+        # fd 0, 1 or 2 closed at start (`>&-`): the next file opened (the store) would take it, and
+        # output meant for the terminal would land there. /dev/null holds each closed one.
+        while (fd := os.open(os.devnull, os.O_RDWR)) <= 2:
+            pass
+        os.close(fd)
+        if sys.stdin is None:
+            sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's stdin, never closed
+    sys.stdout = _forgiving(1, sys.stdout)
+    sys.stderr = _forgiving(2, sys.stderr)
+
+
+def _forgiving(fd: int, old: TextIO | None) -> TextIO:
+    raw = _Forgiving(fd, "w", closefd=False)
+    if not isinstance(old, io.TextIOWrapper):  # closed at start: /dev/null now
+        return io.TextIOWrapper(io.BufferedWriter(raw), "utf-8", "backslashreplace")
+    buffer = io.BufferedWriter(raw) if isinstance(old.buffer, io.BufferedWriter) else raw
+    return io.TextIOWrapper(
+        buffer, old.encoding, old.errors, line_buffering=old.line_buffering, write_through=old.write_through
+    )
 
 
 def _say(message: str) -> None:

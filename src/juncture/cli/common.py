@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Iterable
 
 from ..errors import UsageError
 from ..project import Project, load_project
 
-__all__ = ["parse_assignments", "project_from", "relative"]
+__all__ = ["no_hooks_hint", "parse_assignments", "project_from", "relative", "unexecutable_note"]
 
 
 def project_from(args: argparse.Namespace) -> Project:
@@ -30,3 +32,39 @@ def parse_assignments(items: list[str]) -> dict[str, str]:
 def relative(path: str, root: str) -> str:
     rel = os.path.relpath(path, root)
     return path if rel.startswith("..") else rel
+
+
+def unexecutable_note(project: Project, events: Iterable[str]) -> str:
+    """The note for the hook files of `events` that exist but lack the execute bit ("2 hooks skipped
+    (not executable): see `juncture check`"), or "" when there are none."""
+    from ..discovery import discover
+
+    count = sum(
+        skip.code == "not-executable"
+        for event in dict.fromkeys(events)
+        for skip in discover(project.config.layers, event)[1]
+    )
+    if not count:
+        return ""
+    return f"{count} hook{'s' if count > 1 else ''} skipped (not executable): see `juncture check`"
+
+
+def no_hooks_hint(project: Project, event: str) -> None:
+    """For an event that ran nothing: when no one declared it, it is not built in and no file in the
+    hook directories bears its name, it is likely a typo; say so on stderr, with the nearest name."""
+    if project.known(event):
+        return
+    from ..discovery import discover, discover_all
+
+    if discover(project.config.layers, event)[1]:  # its files exist but do not run: not a typo
+        return
+    import difflib
+
+    from ..catalogue import BUILT_IN
+
+    config = project.config
+    names = {*config.events, *BUILT_IN, *config.deploy.phases, *discover_all(config.layers).sources}
+    near = difflib.get_close_matches(event, sorted(names), n=1)
+    hint = f"did you mean {near[0]!r}?" if near else "no event of that name is declared, built in or on disk"
+    sys.stdout.flush()
+    sys.stderr.write(f"juncture: no hooks for event {event!r} ({hint})\n")

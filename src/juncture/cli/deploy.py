@@ -8,18 +8,23 @@ from typing import TYPE_CHECKING
 
 from ..discovery import Hook
 from ..environment import identity
+from ..errors import HOSTS_SKIPPED
 from ..fanout import Share
 from ..phases import FAILED, ROLLBACK, STEPS
 from ..pipeline import Pipeline, Step, deploy_steps, rollback_release, rollback_steps, stage_of
+from ..recorded import check
 from ..render.pipeline import PipelineOutput
 from ..target import LocalTarget
-from .common import project_from, relative
+from .common import project_from, relative, unexecutable_note
 
 if TYPE_CHECKING:
     from ..fleet_pipeline import FleetPipeline
 
 
 def run(args: argparse.Namespace) -> int:
+    for what, value in (("--version", getattr(args, "version", None)), ("--to", getattr(args, "to", None))):
+        if value:
+            check(what, value)  # before anything: they are written to revisions.log and the history
     project = project_from(args)
     stage = stage_of(project, args.stage)
     mode = "verbose" if args.verbose else "quiet" if args.quiet else "normal"
@@ -72,7 +77,15 @@ def run(args: argparse.Namespace) -> int:
         _print_steps(pipeline, steps)
         return 0
     os.chdir(project.root)  # hooks run in the project, as `fire` runs them
-    return pipeline.run(steps, cleanup=getattr(args, "cleanup", False))
+    code = pipeline.run(steps, cleanup=getattr(args, "cleanup", False))
+    if not args.skip_hooks and mode != "quiet":
+        events = [step.event for step in steps if step.event] + (
+            [FAILED] if code not in (0, HOSTS_SKIPPED) else []
+        )
+        note = unexecutable_note(project, events)
+        if note:
+            output.say(note)
+    return code
 
 
 def _version_of(target: LocalTarget, release: str) -> str | None:

@@ -8,11 +8,13 @@ import os
 from ..engine import Reporter, run_plan
 from ..environment import identity
 from ..plan import Plan, make_plan
+from ..recorded import check
 from ..session import open_session
-from .common import parse_assignments, project_from, relative
+from .common import no_hooks_hint, parse_assignments, project_from, relative, unexecutable_note
 
 
 def run(args: argparse.Namespace) -> int:
+    check("--verb", args.verb)  # the run history records it
     project = project_from(args)
     if args.stage is not None:
         from .fire_stage import fire_on_stage
@@ -29,8 +31,11 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.dry_run:
         _print_plan(plan, project.root, args.json)
+        if not plan.hooks:
+            no_hooks_hint(project, args.event)
         return 0
-    reporter = make_reporter(args)
+    note = unexecutable_note(project, [plan.event.name])
+    reporter = make_reporter(args, note=note)
     version = plan.env.get(f"{project.config.env_prefix}VERSION")
     session = open_session(
         project, plan.run_id, args.verb, event=args.event, version=version, who=who.performer
@@ -42,14 +47,19 @@ def run(args: argparse.Namespace) -> int:
         code = result.exit_code
     finally:
         session.end(code)
-    if result.exit_code and not args.json:
-        import sys
+    import sys
 
+    if not plan.hooks:
+        no_hooks_hint(project, args.event)
+    if note and args.json:  # the terminal reporter ends its summary line with it
+        sys.stderr.write(f"juncture: {note}\n")
+    if result.exit_code and not args.json:
         sys.stderr.write(f"juncture: {result.message()}\n")
     return result.exit_code
 
 
-def make_reporter(args: argparse.Namespace, summary: bool = True) -> Reporter:
+def make_reporter(args: argparse.Namespace, summary: bool = True, note: str = "") -> Reporter:
+    """`note` ends the terminal's summary line (hooks skipped as not executable)."""
     if args.json:
         from ..render.jsonlines import JsonReporter
 
@@ -57,7 +67,7 @@ def make_reporter(args: argparse.Namespace, summary: bool = True) -> Reporter:
     from ..render.terminal import TerminalReporter
 
     mode = "verbose" if args.verbose else "quiet" if args.quiet else "normal"
-    return TerminalReporter(mode, summary=summary)
+    return TerminalReporter(mode, summary=summary, note=note)
 
 
 def _print_plan(plan: Plan, root: str, as_json: bool) -> None:

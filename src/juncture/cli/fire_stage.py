@@ -7,11 +7,12 @@ import os
 import sys
 import time
 
+from ..config.values import MAX_COUNT
 from ..environment import git_commit, identity, new_run_id, resolve_context
-from ..errors import JunctureError
+from ..errors import HOSTS_SKIPPED, JunctureError, UsageError
 from ..fanout import Share, event_waves, host_context
 from ..fleet import Fleet
-from ..outcome import RunResult
+from ..outcome import RunResult, root_failure
 from ..pipeline import stage_of
 from ..plan import template_context
 from ..project import Project
@@ -19,15 +20,15 @@ from ..record import replace
 from ..render.terminal import format_duration
 from ..session import open_session
 from ..targets import Target
-from .common import parse_assignments
+from .common import no_hooks_hint, parse_assignments, unexecutable_note
 from .fire import make_reporter
 
 
 def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
     stage = stage_of(project, args.stage)
     if args.concurrency is not None:
-        if args.concurrency < 1:
-            raise SystemExit("juncture: --concurrency must be at least 1")
+        if not 1 <= args.concurrency <= MAX_COUNT:
+            raise UsageError(f"--concurrency: expected a whole number from 1 to {MAX_COUNT}")
         placement = replace(stage.placement, concurrency=args.concurrency)
         stage = replace(stage, placement=placement)
     spec = project.event(args.event)
@@ -55,6 +56,8 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
             for share in wave:
                 for hook in share.hooks:
                     print(f"  [{share.target.name}] {hook.label}  {hook.path}")
+        if not waves:
+            no_hooks_hint(project, spec.name)
         return 0
     os.chdir(project.root)
     started = time.monotonic()
@@ -78,7 +81,7 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
             if any(r.status != "ok" for r in wave_results):
                 break
         failed = [r for r in results if r.status != "ok"]
-        worst = next((r for r in failed if r.status == "interrupted"), failed[0]) if failed else None
+        worst = next((r for r in failed if r.status == "interrupted"), None) or root_failure(failed)
         code = worst.exit_code if worst is not None else 0
     except JunctureError as exc:
         code = exc.exit_code
@@ -86,14 +89,21 @@ def fire_on_stage(project: Project, args: argparse.Namespace) -> int:
     finally:
         fleet.close()
         session.end(code)
+    if code == 0 and fleet.skipped:
+        code = HOSTS_SKIPPED  # done where it could be; the history says ok, the exit status says skipped
     hooks = sum(len(r.hooks) for r in results)
     targets = {r.plan.target.name for r in results}
+    note = unexecutable_note(project, [spec.name])
     if not args.json and not args.quiet:
         bad = sum(len(r.failures) for r in results)
         line = f"event {spec.name}: {hooks} hook run(s) on {len(targets)} target(s), {bad} failed"
         if fleet.skipped:
             line += f"; unreachable, skipped: {', '.join(sorted(fleet.skipped))}"
-        print(f"{line} in {format_duration(time.monotonic() - started)}")
+        print(f"{line} in {format_duration(time.monotonic() - started)}" + (f"; {note}" if note else ""))
+    elif note and args.json:
+        sys.stderr.write(f"juncture: {note}\n")
+    if not waves:
+        no_hooks_hint(project, spec.name)
     for why in fleet.skipped.values():
         sys.stderr.write(f"juncture: skipped {why}\n")
     if worst is not None and not args.json:

@@ -17,7 +17,7 @@ from ..phases import DEPLOY_PHASES, FAILED, ROLLBACK
 from ..record import field, record
 from .hosts import HOST_STAGE_KEYS, SELECTOR_KEYS, Placement, Selector, parse_placement, parse_selector
 from .located import Located
-from .values import kind, mapping, scalar, seconds, string, string_list
+from .values import kind, mapping, scalar, seconds, string, string_list, whole
 
 __all__ = ["DeployConfig", "Script", "Source", "Stage", "Task", "Text", "parse_deploy"]
 
@@ -185,9 +185,7 @@ def _items(doc: Located, value: Any, path: tuple[str, ...]) -> list[tuple[Any, A
 
 
 def _count(doc: Located, value: Any, path: tuple[str, ...]) -> int:
-    if type(value) is not int or value < 1:
-        raise doc.error(path, "expected a whole number >= 1")
-    return value
+    return whole(doc, value, path)
 
 
 def _variables(doc: Located, value: Any, path: tuple[str, ...]) -> dict[str, str]:

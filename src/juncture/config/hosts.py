@@ -9,7 +9,7 @@ from typing import Any
 
 from ..record import record
 from .located import Located
-from .values import kind, mapping, seconds, string, string_list
+from .values import kind, mapping, seconds, string, string_list, whole
 
 __all__ = [
     "AUDIENCE_FORMS",
@@ -174,9 +174,7 @@ def parse_placement(doc: Located, body: dict[str, Any], path: tuple[str, ...]) -
     on_unreachable = body.get("on_unreachable", "abort")
     if on_unreachable not in ("abort", "skip"):
         raise doc.error((*path, "on_unreachable"), "expected abort or skip")
-    concurrency = body.get("concurrency", DEFAULT_CONCURRENCY)
-    if type(concurrency) is not int or concurrency < 1:
-        raise doc.error((*path, "concurrency"), "expected a whole number >= 1")
+    concurrency = whole(doc, body.get("concurrency", DEFAULT_CONCURRENCY), (*path, "concurrency"))
     return Placement(
         hosts=hosts,
         ssh=_ssh(doc, body.get("ssh") or {}, (*path, "ssh")),
@@ -279,8 +277,8 @@ def _container(doc: Located, value: Any, path: tuple[str, ...], hosts: list[str]
 def _rollout(doc: Located, body: Any, path: tuple[str, ...], hosts: list[str]) -> Rollout:
     mapping(doc, body, path, ("max_concurrent", "order", "auto_rollback"))
     limit = body.get("max_concurrent")
-    if limit is not None and (type(limit) is not int or limit < 1):
-        raise doc.error((*path, "max_concurrent"), "expected a whole number >= 1")
+    if limit is not None:
+        whole(doc, limit, (*path, "max_concurrent"))
     order = string_list(doc, body.get("order", []), (*path, "order"))
     for i, name in enumerate(order):
         if name not in hosts:
@@ -312,9 +310,7 @@ def _health(doc: Located, body: Any, path: tuple[str, ...]) -> Health:
             string(doc, raw.get("host", "{{ host.address }}"), (*path, "tcp", "host")),
             _port(doc, raw.get("port"), (*path, "tcp", "port")),
         )
-    retries = body.get("retries", 10)
-    if type(retries) is not int or retries < 1:
-        raise doc.error((*path, "retries"), "expected a whole number >= 1")
+    retries = whole(doc, body.get("retries", 10), (*path, "retries"))
     return Health(
         http=http,
         tcp=tcp,

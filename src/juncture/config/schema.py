@@ -11,23 +11,25 @@ from ..events import (
     DEFAULT_GRACE,
     DEFAULT_TIMEOUT,
     FAILURE_MODES,
+    LEFTOVERS_MODES,
     STDIN_MODES,
     EventSpec,
     FieldSpec,
     event_name_problem,
 )
+from ..logs import DEFAULT_KEEP_RUNS, DEFAULT_MAX_BYTES
 from ..record import record
 from .deploy import DEPLOY_KEYS, DeployConfig, parse_deploy
 from .hosts import AUDIENCE_FORMS, SELECTOR_KEYS, Selector, audience_problem, parse_selector
 from .located import Located
-from .values import mapping, scalar, seconds, string, string_list
+from .values import mapping, scalar, seconds, string, string_list, whole
 
 __all__ = ["DEFAULT_HOOKS_PATH", "Config", "parse_config"]
 
 DEFAULT_HOOKS_PATH = ".juncture/hooks"
 DEFAULT_ENV_PREFIX = "JUNCTURE_"
 
-_TOP_KEYS = ("app", "env_prefix", "hooks_path", "timeout", "grace", "events", *DEPLOY_KEYS)
+_TOP_KEYS = ("app", "env_prefix", "hooks_path", "timeout", "grace", "events", "logs", *DEPLOY_KEYS)
 _EVENT_KEYS = (
     "description",
     "revision",
@@ -37,6 +39,7 @@ _EVENT_KEYS = (
     "audience",
     "parallel",
     "stdin",
+    "leftovers",
     "fields",
     "secrets",
 )
@@ -58,6 +61,8 @@ class Config:
     timeout: float = DEFAULT_TIMEOUT  # for events juncture.yaml does not declare
     grace: float = DEFAULT_GRACE
     layer_scopes: tuple[Selector, ...] = ()  # per layer: which targets its hooks reach (empty: all)
+    keep_logs: int = DEFAULT_KEEP_RUNS  # logs: keep_runs
+    max_log_bytes: int = DEFAULT_MAX_BYTES  # logs: max_bytes
 
 
 def parse_config(doc: Located, root: str) -> Config:
@@ -106,7 +111,25 @@ def parse_config(doc: Located, root: str) -> Config:
         if _named(doc, name)
     }
     deploy = parse_deploy(doc, data, root, lambda name: name in events or name in BUILT_IN)
-    return Config(doc.file, root, app, prefix, layers, events, deploy, timeout, grace, tuple(scopes))
+    logs = _logs(doc, data.get("logs"))
+    return Config(doc.file, root, app, prefix, layers, events, deploy, timeout, grace, tuple(scopes), *logs)
+
+
+def _logs(doc: Located, raw: Any) -> tuple[int, int]:
+    """`logs: {keep_runs: N, max_bytes: SIZE}`; SIZE is bytes, or a number with K, M, G or T."""
+    if raw is None:
+        return DEFAULT_KEEP_RUNS, DEFAULT_MAX_BYTES
+    mapping(doc, raw, ("logs",), ("keep_runs", "max_bytes"))
+    keep = whole(doc, raw.get("keep_runs", DEFAULT_KEEP_RUNS), ("logs", "keep_runs"), low=0)
+    size = raw.get("max_bytes", DEFAULT_MAX_BYTES)
+    found = re.match(r"(\d{1,19}) ?([KMGT]?)(?:i?B)?\Z", size, re.I) if isinstance(size, str) else None
+    if found:
+        size = int(found[1]) << 10 * " KMGT".index(found[2].upper() or " ")
+    if type(size) is not int or not 0 <= size <= 1 << 60:
+        raise doc.error(
+            ("logs", "max_bytes"), "expected a size: bytes, or a number with K, M, G or T (1024s), like 500M"
+        )
+    return keep, size
 
 
 def _named(doc: Located, name: Any) -> bool:
@@ -120,18 +143,17 @@ def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> 
     path = ("events", name)
     body = body if body is not None else {}
     mapping(doc, body, path, _EVENT_KEYS)
-    revision = body.get("revision", 1)
-    if type(revision) is not int or revision < 1:
-        raise doc.error((*path, "revision"), "expected a whole number >= 1")
+    revision = whole(doc, body.get("revision", 1), (*path, "revision"))
     failure = body.get("failure", "abort")
     if failure not in FAILURE_MODES:
         raise doc.error((*path, "failure"), "expected abort or continue")
     stdin = body.get("stdin", "null")
     if stdin not in STDIN_MODES:
         raise doc.error((*path, "stdin"), "expected null (read /dev/null) or inherit")
-    parallel = body.get("parallel", 1)
-    if type(parallel) is not int or parallel < 1:
-        raise doc.error((*path, "parallel"), "expected a whole number >= 1")
+    leftovers = body.get("leftovers", "keep")
+    if leftovers not in LEFTOVERS_MODES:
+        raise doc.error((*path, "leftovers"), "expected keep or kill")
+    parallel = whole(doc, body.get("parallel", 1), (*path, "parallel"))
     audience = string_list(doc, body.get("audience", ["local"]), (*path, "audience"))
     if not audience:
         raise doc.error((*path, "audience"), f"expected a list of: {', '.join(AUDIENCE_FORMS)}")
@@ -152,6 +174,7 @@ def _event(doc: Located, name: str, body: Any, timeout: float, grace: float) -> 
         audience=tuple(audience),
         parallel=parallel,
         stdin=stdin,
+        leftovers=leftovers,
         fields=_fields(doc, body["fields"], (*path, "fields")) if "fields" in body else None,
         description=string(doc, body.get("description", ""), (*path, "description")),
         secrets=tuple(secrets),

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from .located import Located
 
-__all__ = ["kind", "mapping", "scalar", "seconds", "string", "string_list"]
+__all__ = [
+    "MAX_COUNT",
+    "MAX_SECONDS",
+    "kind",
+    "mapping",
+    "scalar",
+    "seconds",
+    "string",
+    "string_list",
+    "whole",
+]
+
+MAX_SECONDS = 1_000_000  # about 11.5 days: any longer timeout or interval is a mistake
+MAX_COUNT = 1_000_000  # revisions, parallel hooks, releases kept, retries, hosts at once
 
 
 def mapping(doc: Located, value: Any, path: tuple[str, ...], allowed: tuple[str, ...] | None) -> None:
@@ -38,14 +52,24 @@ def scalar(doc: Located, value: Any, path: tuple[str, ...]) -> str:
 
 
 def seconds(doc: Located, value: Any, path: tuple[str, ...], zero_ok: bool = False) -> float:
+    """A finite number of seconds, at most MAX_SECONDS (`.nan` and `.inf` are numbers to YAML)."""
     if (
         isinstance(value, bool)
         or not isinstance(value, int | float)
+        or not math.isfinite(value)
         or value < 0
         or (value == 0 and not zero_ok)
+        or value > MAX_SECONDS
     ):
-        raise doc.error(path, "expected a number of seconds" + (" >= 0" if zero_ok else " > 0"))
+        low = ">= 0" if zero_ok else "> 0"
+        raise doc.error(path, f"expected a number of seconds {low} and at most {MAX_SECONDS}")
     return float(value)
+
+
+def whole(doc: Located, value: Any, path: tuple[str, ...], low: int = 1, high: int = MAX_COUNT) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise doc.error(path, f"expected a whole number from {low} to {high}")
+    return value
 
 
 def kind(value: Any) -> str:

@@ -21,11 +21,17 @@ class TerminalReporter:
     hook lines are indented under their phase and the per-event summary line is left out."""
 
     def __init__(
-        self, mode: str = "normal", stream: BinaryIO | None = None, indent: str = "", summary: bool = True
+        self,
+        mode: str = "normal",
+        stream: BinaryIO | None = None,
+        indent: str = "",
+        summary: bool = True,
+        note: str = "",
     ) -> None:
         self.mode = mode
         self.indent = indent
         self.summary = summary
+        self.note = f"; {note}" if note else ""  # ends the summary line: hooks skipped as not executable
         self.out = stream or sys.stdout.buffer
         self.wants_lines = mode == "verbose"
         color = self.out.isatty() and not os.environ.get("NO_COLOR")
@@ -44,7 +50,7 @@ class TerminalReporter:
 
     def run_started(self, plan: Plan) -> None:
         if self.mode != "quiet" and not plan.hooks:
-            self.write(f"event {plan.event.name}: no hooks\n")
+            self.write(f"event {plan.event.name}: no hooks{self.note}\n")
 
     def lead(self, result: HookResult) -> str:
         """The indent, and `[host] ` for a hook that ran anywhere but here."""
@@ -102,5 +108,6 @@ class TerminalReporter:
             counts.append(f"{not_started} not started")
         policy = f" ({plan.event.failure})" if any(not r.tolerated for r in result.failures) else ""
         self.write(
-            f"event {plan.event.name}: {', '.join(counts)}{policy} in {format_duration(result.duration)}\n"
+            f"event {plan.event.name}: {', '.join(counts)}{policy} in {format_duration(result.duration)}"
+            f"{self.note}\n"
         )

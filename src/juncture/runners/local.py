@@ -1,7 +1,8 @@
 """The local target: a hook runs as a child process in a session of its own.
 
 Its own session (and so its own process group) lets a timeout or an interrupt signal everything the hook
-started, and keeps the terminal's Ctrl-C away from it: juncture decides what the hook gets.
+started, and keeps the terminal's Ctrl-C away from it: juncture decides what the hook gets. What left the
+group (`setsid`) is found by the hook's token, and the watchdog kills it all if juncture dies (reaper.py).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import os
 import signal
 from typing import TYPE_CHECKING
+
+from . import reaper
 
 if TYPE_CHECKING:
     import subprocess
@@ -28,7 +31,12 @@ class LocalProcess:
     posix_spawn cannot change directory, so another `cwd` goes through subprocess.
     """
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: str | None, stdin: int | None) -> None:
+    def __init__(
+        self, argv: list[str], env: dict[str, str], cwd: str | None, stdin: int | None, grace: float
+    ) -> None:
+        self.token = env.get(reaper.TOKEN)
+        if self.token is not None:
+            reaper.arm()
         read_end, write_end = os.pipe()
         # Held until reaped: a Popen dropped while its child runs reaps it in __del__ or a later _cleanup().
         self._popen: subprocess.Popen[bytes] | None = None
@@ -59,24 +67,22 @@ class LocalProcess:
             raise
         finally:
             os.close(write_end)
+        self._slot = reaper.watch(self.token, self.pid, grace) if self.token is not None else -1
         self.out_fd = read_end
         self.exit_fd = os.pidfd_open(self.pid)
         self._reaped = False
 
-    def signal_group(self, signum: int) -> None:
-        """Signal the hook's whole process group; safe until `reap`, as the zombie holds the group id."""
-        if self._reaped:
-            return
-        try:
-            os.killpg(self.pid, signum)
-        except ProcessLookupError:
-            pass
+    def signal(self, signum: int) -> None:
+        """Signal the hook's whole process group and what left it with the hook's token; safe until
+        `reap`, as the zombie holds the group id (also after the hook's exit: `leftovers: kill`)."""
+        if not self._reaped:
+            reaper.signal_hook(self.pid, self.token, signum)
 
     def terminate(self) -> None:
-        self.signal_group(signal.SIGTERM)
+        self.signal(signal.SIGTERM)
 
     def kill(self) -> None:
-        self.signal_group(signal.SIGKILL)
+        self.signal(signal.SIGKILL)
 
     def reap(self) -> int:
         """The exit status once `exit_fd` is readable: the exit code, or minus the signal number."""
@@ -86,6 +92,7 @@ class LocalProcess:
             code = os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
         self._reaped = True
         os.close(self.exit_fd)
+        reaper.unwatch(self._slot)
         return code
 
     def close_output(self) -> None:

@@ -22,8 +22,11 @@ from .remote_script import (
     NOT_STARTED,
     OUTPUTS,
     PGID_MARK,
+    TOKEN,
     Upload,
     hook_request,
+    kill_script,
+    private_directory,
     quote,
     script_request,
     worker_prelude,
@@ -40,6 +43,14 @@ _REFUSED_TRIES = 3
 _BACKOFF = 0.15
 _CHANNELS = 8  # sessions per connection at once: below sshd's default MaxSessions (10), room for kills
 _RETRYABLE = (OSError, asyncssh.ConnectionLost, asyncssh.DisconnectError, TimeoutError, EOFError)
+# A worker channel's receive window (asyncssh's default, set here because `_READ` depends on it), and
+# what one read of its output may take. asyncssh re-opens the whole window as soon as it hands one packet
+# to a paused reader, even with a window's worth still queued behind it, so a reader that takes less than
+# everything queued lets the host send without bound (64 KiB reads held 600 MB of a hook's output in
+# memory). Taking it all each time keeps at most about two windows queued, and a reader that waits (the
+# engine's pipe is full) stops the host: the window is re-opened only when the reader comes back.
+_WINDOW = 2 << 20
+_READ = 2 * _WINDOW
 
 
 class _Verifier(asyncssh.SSHClient):
@@ -59,24 +70,26 @@ class _Worker:
     """A shell session on a host (or in a container there) that runs requests one after another: hooks
     and built-in steps reuse it instead of paying for a session each (sshd's fork and the login shell)."""
 
-    def __init__(self, channel: asyncssh.SSHClientProcess[bytes], via: str, prefix: str) -> None:
+    def __init__(self, channel: asyncssh.SSHClientProcess[bytes], via: str) -> None:
         self.channel = channel
         self.via = via
-        self.prefix = prefix  # of its uploaded files
         self.token = os.urandom(16).hex()
         self.marker = f"\n{self.token} ".encode()
         self.uploaded: set[str] = set()
         self.rest = b""  # what came after a request's status: its outputs file
         self.pgid: int | None = None
+        self.directory: str | None = None  # its private directory, where every file of it lives
         self.failure = b""  # what the shell said instead of starting
-        self.dirty = False  # killed: its files may be left behind
         self.ready = asyncio.get_running_loop().create_task(self._started())
 
     async def _started(self) -> None:
-        """The group to signal, from the prelude's first line (read while the first request runs)."""
+        """The group to signal and the private directory, from the prelude's first line (read while the
+        first request runs)."""
         mark = await self.channel.stderr.readline()
         if mark.startswith(PGID_MARK):
-            self.pgid = int(mark[len(PGID_MARK) :])
+            pgid, _, directory = mark[len(PGID_MARK) :].decode("utf-8", "replace").strip().partition(" ")
+            self.pgid = int(pgid)
+            self.directory = private_directory(directory)
         else:
             self.failure = mark + await self.channel.stderr.read()
 
@@ -85,30 +98,35 @@ class _Worker:
         end = f"\n{self.token} end\n".encode()
         data = self.rest
         while end not in data:
-            chunk = await self.channel.stdout.read(65536)
+            chunk = await self.channel.stdout.read(_READ)
             if not chunk:
                 raise asyncssh.ConnectionLost("the worker ended before sending the hook's outputs")
             data += chunk
         self.rest = b""
         return data[: data.index(end)]
 
-    async def output(self, write: Callable[[bytes], Awaitable[None]]) -> int | None:
+    async def output(self, write: Callable[[bytes | memoryview], Awaitable[None]]) -> int | None:
         """Pass one request's output to `write`; its status, or None when the worker ended first."""
         held = self.rest = b""
         keep = len(self.marker) - 1  # a marker may be split across chunks: hold back its length
-        while chunk := await self.channel.stdout.read(65536):
-            held += chunk
-            at = held.find(self.marker)
+        while chunk := await self.channel.stdout.read(_READ):
+            if held and self.marker not in held + chunk[:keep]:
+                await write(held)  # no marker starts in it: pass it on rather than copy the chunk onto it
+                held = b""
+            data = held + chunk if held else chunk
+            at = data.find(self.marker)
             if at >= 0:
-                end = held.find(b"\n", at + len(self.marker))
+                end = data.find(b"\n", at + len(self.marker))
                 if end < 0:
+                    held = data
                     continue
-                await write(held[:at])
-                self.rest = held[end + 1 :]
-                return int(held[at + len(self.marker) : end])
-            if len(held) > keep:
-                await write(held[:-keep])
-                held = held[-keep:]
+                await write(memoryview(data)[:at])
+                self.rest = data[end + 1 :]
+                return int(data[at + len(self.marker) : end])
+            if len(data) > keep:
+                await write(memoryview(data)[:-keep])
+                data = data[-keep:]
+            held = data
         await write(held)
         return None
 
@@ -117,14 +135,12 @@ class _Connection:
     """One host's connection and its sessions: at most `_CHANNELS` at once, idle workers kept for reuse
     (and closed to make room for a session of another kind when all are idle)."""
 
-    def __init__(self, host: Host, conn: asyncssh.SSHClientConnection, prefix: str) -> None:
+    def __init__(self, host: Host, conn: asyncssh.SSHClientConnection) -> None:
         self.host = host
         self.conn = conn
-        self.prefix = prefix  # of its workers' uploaded files
         self.idle: list[_Worker] = []
         self.open = 0
-        self.workers = 0
-        self.dirty: list[_Worker] = []
+        self.swept: set[str] = set()  # the `via`s whose first worker swept what dead ones left
         self.room = asyncio.Condition()
 
     async def slot(self) -> None:
@@ -164,14 +180,13 @@ class _Connection:
     async def _new_worker(self, via: str) -> _Worker:
         await self.slot()
         try:
-            self.workers += 1
-            prefix = f"{self.prefix}-{self.workers}"
-            channel = await self.conn.create_process(f"exec {via}sh -s", encoding=None)
-            channel.stdin.write(worker_prelude(prefix))
+            channel = await self.conn.create_process(f"exec {via}sh -s", encoding=None, window=_WINDOW)
+            channel.stdin.write(worker_prelude(via not in self.swept))
+            self.swept.add(via)
         except BaseException:
             await self.free()
             raise
-        return _Worker(channel, via, prefix)
+        return _Worker(channel, via)
 
     async def done(self, worker: _Worker, reusable: bool) -> None:
         if reusable:
@@ -180,31 +195,20 @@ class _Connection:
                 self.room.notify()
             return
         worker.channel.close()
-        if worker.dirty:
-            self.dirty.append(worker)
         await self.free()
-
-    async def clean_up(self) -> None:
-        """Remove the files of killed workers (the others remove theirs as their input ends)."""
-        for worker in self.dirty:
-            try:
-                await asyncio.wait_for(
-                    self.conn.run(f"{worker.via}sh -c {quote(f'rm -f {quote(worker.prefix)}-*')}"), 10
-                )
-            except (asyncssh.Error, OSError, TimeoutError):
-                pass
 
 
 class SshPool:
-    def __init__(self, options: SshOptions, run_id: str, concurrency: int) -> None:
+    def __init__(self, options: SshOptions, concurrency: int) -> None:
         self.options = options
         self.concurrency = concurrency
-        self.token = f"{run_id}-{os.urandom(8).hex()}"
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="juncture-ssh", daemon=True)
         self.thread.start()
         self.connections: dict[str, _Connection] = {}
         self.failed: dict[str, str] = {}  # host name -> why it is unreachable
+        self.signals: set[asyncio.Task[None]] = set()  # kills on their way to hosts
+        self.signalled = False  # set by the engine's thread: wait for those kills before closing
         self._known: tuple[str, asyncssh.SSHKnownHosts] | None = None
         self._keys: Sequence[asyncssh.SSHKeyPair] | None = None
 
@@ -232,9 +236,7 @@ class SshPool:
                 except _Refused as exc:
                     self.failed[host.name] = str(exc)
                     return
-            c = self.connections[host.name] = _Connection(
-                host, conn, f"/tmp/juncture-{self.token}-{host.name}"
-            )
+            c = self.connections[host.name] = _Connection(host, conn)
             await c.warm()
 
         await asyncio.gather(*(one(h) for h in hosts))
@@ -307,12 +309,13 @@ class SshPool:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Drop every connection and stop the loop. sshd then closes the workers' input, and each
-        removes its files as it ends. The connections are aborted and the loop stopped in one turn of
-        the loop: the callbacks that tear down asyncssh's side of them (~1 ms a host, for nothing
-        when the run is over) never run, and the sockets close when the pool is let go."""
-        if any(c.dirty for c in self.connections.values()):
-            self.call(self._clean_up())
+        """Drop every connection and stop the loop, once the kills on their way have arrived. sshd then
+        closes the workers' input, and each removes its private directory as it ends. The connections
+        are aborted and the loop stopped in one turn of the loop: the callbacks that tear down
+        asyncssh's side of them (~1 ms a host, for nothing when the run is over) never run, and the
+        sockets close when the pool is let go."""
+        if self.signalled:
+            self.call(self._settle())
 
         def drop() -> None:
             for c in self.connections.values():
@@ -324,8 +327,9 @@ class SshPool:
         self.loop.close()
         self.connections.clear()
 
-    async def _clean_up(self) -> None:
-        await asyncio.gather(*(c.clean_up() for c in self.connections.values()))
+    async def _settle(self) -> None:
+        if self.signals:
+            await asyncio.wait(set(self.signals), timeout=10)
 
     # -- built-in steps ---------------------------------------------------------------------------
 
@@ -358,7 +362,7 @@ class SshPool:
             worker = await c.worker("")
             out = bytearray()
 
-            async def keep(data: bytes) -> None:
+            async def keep(data: bytes | memoryview) -> None:
                 out.extend(data)
 
             worker.channel.stdin.write(script_request(script, worker.token))
@@ -376,10 +380,12 @@ class SshPool:
         argv: list[str | Upload],
         env: dict[str, str],
         cwd: str | None,
+        grace: float,
         container: tuple[str, str] | None = None,
     ) -> RemoteProcess:
-        """Start a hook on host `name`, or in a container there: (engine, container name)."""
-        process = RemoteProcess(self, name, container)
+        """Start a hook on host `name`, or in a container there: (engine, container name). If the
+        connection is lost, the host ends it as a timeout would, with `grace` between TERM and KILL."""
+        process = RemoteProcess(self, name, container, env.get(TOKEN), grace)
         self.loop.call_soon_threadsafe(self._start, process, argv, env, cwd)
         return process
 
@@ -422,9 +428,18 @@ class RemoteProcess:
     """A hook running on a host, seen by the engine like a LocalProcess: `out_fd` carries its output,
     `exit_fd` turns readable when it ended. The loop thread writes both."""
 
-    def __init__(self, pool: SshPool, host: str, container: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        pool: SshPool,
+        host: str,
+        container: tuple[str, str] | None = None,
+        token: str | None = None,
+        grace: float = 0,
+    ) -> None:
         self.pool = pool
         self.host = host
+        self.token = token  # in the environment of every process the hook starts (see reaper.py)
+        self.grace = grace
         # In a container the hook's group lives inside it: start and signal it through `exec`.
         self.via = f"{container[0]} exec -i {quote(container[1])} " if container else ""
         self.out_fd, self._out_w = os.pipe()
@@ -449,7 +464,7 @@ class RemoteProcess:
             for signal_name in list(self.pending):
                 self._signal(signal_name)
             send = [a for a in argv if isinstance(a, Upload) and a.name not in worker.uploaded]
-            worker.channel.stdin.write(hook_request(argv, env, cwd, send, worker.token))
+            worker.channel.stdin.write(hook_request(argv, env, cwd, send, worker.token, self.grace))
             status = await worker.output(self._write)
             if status is not None and OUTPUTS in env.values():
                 self.outputs = await worker.outputs()
@@ -471,15 +486,31 @@ class RemoteProcess:
             error = f"connection to {self.host} lost: {getattr(exc, 'reason', None) or exc}"
         self.finish(code, error)
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes | memoryview) -> None:
+        """Hand output on to the engine. While the pipe is full this waits, and so does the reading of
+        the channel: its window closes and the host's writes block (back-pressure, not memory)."""
         view = memoryview(data)
         while view:
             try:
                 view = view[os.write(self._out_w, view) :]
             except BlockingIOError:
-                await asyncio.sleep(0.002)  # the engine has not read yet
+                await self._writable()  # the engine has not read yet
             except BrokenPipeError:
                 return
+
+    async def _writable(self) -> None:
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():  # it may run again before this task resumes and removes it
+                ready.set_result(None)
+
+        loop.add_writer(self._out_w, wake)
+        try:
+            await ready
+        finally:
+            loop.remove_writer(self._out_w)
 
     def finish(self, code: int, error: str = "") -> None:
         self.code = code
@@ -489,37 +520,47 @@ class RemoteProcess:
         os.close(self._exit_w)
 
     def _signal(self, name: str) -> None:
-        """Signal the hook's worker group (the worker goes with its hook: it is not reused)."""
-        if self.ended:
-            return
-        if name not in self.pending:
+        """Signal the hook's worker group (the worker goes with its hook: it is not reused) and every
+        process that carries the hook's token, in one command on the host; KILL also removes the
+        worker's private directory. Once the hook has ended, its worker may run the next hook: then
+        only the token's processes (what the hook left) are signalled."""
+        worker, connection, ended = self.worker, self.connection, self.ended
+        if not ended and name not in self.pending:
             self.pending.append(name)
-        worker, connection = self.worker, self.connection
         if worker is None or connection is None:
             return  # not started yet: `run` signals once it has its worker
-        worker.dirty = worker.dirty or name == "KILL"
+        if ended and not self.token:
+            return
 
         async def send() -> None:
             await worker.ready
-            if worker.pgid is None:
+            if ended:
+                script = kill_script(name, None, self.token, None)
+            elif worker.pgid is not None or self.token:
+                directory = worker.directory if name == "KILL" else None
+                script = kill_script(name, worker.pgid, self.token, directory)
+            else:
                 return
-            # The shell's own kill: Debian's /bin/kill reads -PGID as a signal number; dash refuses --.
             try:
-                await connection.conn.run(f"exec {self.via}sh -c 'kill -{name} -{worker.pgid}' 2>/dev/null")
+                await connection.conn.run(f"exec {self.via}sh -c {quote(script)} 2>/dev/null")
             except (asyncssh.Error, OSError):
                 pass
-            if name == "KILL" and self.code is None:
+            if name == "KILL" and not ended and self.code is None:
                 await asyncio.sleep(0.5)  # something outside the group holds the output open
                 worker.channel.close()
 
-        self.pool.loop.create_task(send())
+        task = self.pool.loop.create_task(send())
+        self.pool.signals.add(task)
+        task.add_done_callback(self.pool.signals.discard)
 
     # -- the engine's side --------------------------------------------------------------------------
 
     def terminate(self) -> None:
+        self.pool.signalled = True
         self.pool.loop.call_soon_threadsafe(self._signal, "TERM")
 
     def kill(self) -> None:
+        self.pool.signalled = True
         self.pool.loop.call_soon_threadsafe(self._signal, "KILL")
 
     def reap(self) -> int:
