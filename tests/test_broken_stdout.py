@@ -361,3 +361,31 @@ def test_rollback_on_hosts_never_goes_to_a_release_that_never_went_live(
     assert f"release {UNPUBLISHED} was never published on h2 " in elsewhere.stderr
     assert currents(tmp_path, ("h1", "h2")) == {"h1": A, "h2": A}
     assert not (trees["h1"] / "deploy.lock").exists()
+
+
+def test_a_deploy_outlives_its_terminal_closing_and_hooks_start_with_the_default_sighup(
+    project: ProjectDir, tmp_path: Path
+) -> None:
+    target = chatty_deploy(project, tmp_path, fail=False)
+    project.hook("deploy:updated", "20-wait", "#!/bin/sh\nsleep 1\n")
+    # grep's own dispositions, as the hook's exec left them: SIGHUP (bit 0) must not be ignored
+    project.hook(
+        "deploy:published", "20-sighup", f"#!/bin/sh\ngrep SigIgn /proc/self/status > {tmp_path}/sigign\n"
+    )
+    master, slave = os.openpty()
+    # `setsid -c`: juncture leads a session whose controlling terminal is the pty, so closing the
+    # terminal sends it SIGHUP, as closing an operator's terminal window does
+    proc = subprocess.Popen(
+        ["setsid", "-c", *command(project, "deploy", STAGE)], stdin=slave, stdout=slave, stderr=slave
+    )
+    os.close(slave)
+    first = b""
+    while b"\n" not in first:
+        first += os.read(master, 4096)
+    os.close(master)
+
+    assert proc.wait(timeout=60) == 0
+    assert current(target) is not None
+    assert not (target / "deploy.lock").exists()
+    assert last_run(project)["status"] == "ok"
+    assert int((tmp_path / "sigign").read_text().split()[1], 16) & 1 == 0

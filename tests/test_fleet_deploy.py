@@ -408,6 +408,17 @@ def test_without_auto_rollback_the_new_release_is_removed_only_where_it_never_we
         assert releases(run_.root, name) == sorted([run_.first, run_.new]), name
 
 
+def test_without_auto_rollback_hosts_left_on_the_new_release_record_it_as_a_failed_deploy(
+    failed_rollouts: dict[str, Failed],
+) -> None:
+    # recorded, the release stays a rollback target there; h2 never went live on it
+    run_ = failed_rollouts["manual"]
+    for name in ("h1", "h3", "h4", "h5"):
+        last = (run_.root / "deployed" / name / "revisions.log").read_text().splitlines()[-1]
+        assert f" deployed release={run_.new} " in last and last.endswith(" result=failed"), name
+    assert run_.new not in (run_.root / "deployed" / "h2" / "revisions.log").read_text()
+
+
 def test_deploy_failed_hooks_run_on_every_host_with_the_failing_host(
     failed_rollouts: dict[str, Failed],
 ) -> None:

@@ -582,3 +582,25 @@ def test_releases_lists_every_release_and_stars_the_current_one(project: Project
     assert project.run("rollback", STAGE).returncode == 0
     after = project.run("releases", STAGE).stdout.splitlines()
     assert [line[:2] + line[2:].split()[0] for line in after] == [f"* {first}", f"  {second}"]
+
+
+def test_a_release_live_after_a_failed_deploy_is_recorded_and_stays_a_rollback_target(
+    project: ProjectDir, tmp_path: Path
+) -> None:
+    target = stage_project(project, tmp_path)
+    first = deploy(project, target, "1.0")
+    project.hook("deploy:published", "10-smoke", "#!/bin/sh\nexit 1\n")
+    failed = project.run("deploy", STAGE, "--version", "2.0")
+    assert failed.returncode == 1
+    live = current(target)
+    assert live is not None and live != first  # failed after the swap: current stays on the complete release
+    assert f"deployed release={live} version=2.0" in revision_lines(target)[-1]
+    assert revision_lines(target)[-1].endswith("result=failed")
+
+    os.unlink(project.root / ".juncture/hooks/deploy/published.d/10-smoke")
+    back = project.run("rollback", STAGE)
+    assert back.returncode == 0, back.stderr
+    assert current(target) == first
+    again = project.run("rollback", STAGE, "--to", live)
+    assert again.returncode == 0, again.stderr
+    assert current(target) == live

@@ -37,10 +37,12 @@ def test_the_suggestion_comes_from_declared_and_on_disk_events_too(project: Proj
 def test_a_known_event_without_hooks_gets_no_hint(project: ProjectDir) -> None:
     project.config("app: shop\nevents:\n  quiet-one: {}\n")
 
-    for event in ("quiet-one", "pre-deploy"):
+    (project.root / ".juncture/hooks/cache-warmup.d").mkdir(parents=True)  # on disk, empty for now
+
+    for event in ("quiet-one", "pre-deploy", "cache-warmup"):
         done = project.run("fire", event)
         assert done.returncode == 0
-        assert done.stderr == ""
+        assert done.stderr == "", event
 
 
 def test_fire_summary_counts_hooks_skipped_as_not_executable(project: ProjectDir) -> None:

@@ -300,9 +300,7 @@ class FleetPipeline(Pipeline):
         elif action == "deploy:finishing":
 
             def finish(t: RemoteTarget) -> None:
-                t.record(
-                    "deployed", self.release, version=self.version, by=self.who.performer, run=self.run_id
-                )
+                self.record(t)
                 t.prune(self.stage.keep_releases, {self.release, self.previous_of.get(t.host, "")})
 
             self.each(finish)
@@ -561,6 +559,9 @@ class FleetPipeline(Pipeline):
             self.output.note(f"removed release {self.release} from {_names(removed)}")
         if left:
             self.output.note(f"could not remove release {self.release} from {_names(sorted(left))}")
+        if switched and not self.recorded:  # live there, and complete: a rollback target later
+            for exc in self.attempt(lambda t: self.record(t, "failed"), switched).values():
+                self.output.note(str(exc))
         if switched:
             rest = [h for h in self.remote if h not in switched]
             self.output.note(

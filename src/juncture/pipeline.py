@@ -189,6 +189,7 @@ class Pipeline:
         self.version = version or self._version()
         self.built = False  # the release directory exists (it is removed if the deploy fails)
         self.published = False
+        self.recorded = False  # revisions.log has this deploy's line
         self.locked = False  # this run may hold the lock (releasing checks the run id)
         self.attempted = False  # the lock was taken: from here on, a failure runs deploy:failed
         self.points = 0
@@ -421,9 +422,7 @@ class Pipeline:
             self.published = True
             detail = f"current -> releases/{self.release}"
         elif action == "deploy:finishing":
-            target.record(
-                "deployed", self.release, version=self.version, by=self.who.performer, run=self.run_id
-            )
+            self.record(target)
             pruned = target.prune(self.stage.keep_releases, {self.release, self.previous})
             detail = f"revisions.log updated, {len(pruned)} old release(s) removed"
         elif action == ROLLBACK:
@@ -518,11 +517,29 @@ class Pipeline:
     def error_host(self) -> str:
         return self.target.host
 
+    def record(self, target: LocalTarget | RemoteTarget, result: str = "") -> None:
+        """This deploy's line in revisions.log: what makes its release a rollback target."""
+        target.record(
+            "deployed",
+            self.release,
+            version=self.version,
+            by=self.who.performer,
+            run=self.run_id,
+            result=result,
+        )
+        self.recorded = True
+
     def clean_up_after_failure(self) -> None:
-        """Remove a release that never went live; release the lock."""
+        """Remove a release that never went live; record one that did (it is complete, and `current`
+        stays on it); release the lock."""
         if self.built and not self.published and self.release != self.target.current():
             self.target.remove(self.release)
             self.output.note(f"removed release {self.release}, which never went live")
+        if self.verb == "deploy" and self.published and not self.recorded:
+            try:
+                self.record(self.target, "failed")
+            except StepFailed as exc:
+                self.output.note(str(exc))
         if self.locked:
             try:
                 if lock.release(self.target.deploy_to, self.run_id):

@@ -180,6 +180,7 @@ def entry() -> NoReturn:
     kernel does not do at exit anyway.
     """
     _own_streams()
+    _outlive_hangups()
     code = main()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -211,6 +212,20 @@ class _Forgiving(io.FileIO):
             else:
                 done += written
         return len(view)
+
+
+def _outlive_hangups() -> None:
+    """A closed terminal is a broken output stream like any other (`_Forgiving`): the run goes on to its
+    end instead of dying half done, holding the lock. A handler, not SIG_IGN: exec resets it, so hooks
+    start with the default. Left alone when SIGHUP is ignored already (nohup): hooks inherit that."""
+    import signal
+
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _hangup)
+
+
+def _hangup(_signum: int, _frame: object) -> None:
+    pass
 
 
 def _own_streams() -> None:

@@ -58,12 +58,15 @@ def no_hooks_hint(project: Project, event: str) -> None:
 
     if discover(project.config.layers, event)[1]:  # its files exist but do not run: not a typo
         return
+    config = project.config
+    on_disk = discover_all(config.layers).sources
+    if event in on_disk:  # its directory is there, empty: not a typo
+        return
     import difflib
 
     from ..catalogue import BUILT_IN
 
-    config = project.config
-    names = {*config.events, *BUILT_IN, *config.deploy.phases, *discover_all(config.layers).sources}
+    names = {*config.events, *BUILT_IN, *config.deploy.phases, *on_disk}
     near = difflib.get_close_matches(event, sorted(names), n=1)
     hint = f"did you mean {near[0]!r}?" if near else "no event of that name is declared, built in or on disk"
     sys.stdout.flush()

@@ -19,6 +19,8 @@ shell's pid no longer holds the directory's pid file open.
 
 from __future__ import annotations
 
+from .reaper import TOKEN  # every hook's own value, inherited by all it starts
+
 __all__ = [
     "NOT_STARTED",
     "OUTPUTS",
@@ -41,7 +43,6 @@ OUTPUTS = (
     "\0outputs"  # an environment value naming the hook's outputs file on the target (no NUL in a real one)
 )
 NOT_STARTED = 125  # the exit code when the hook could not be started on the target
-TOKEN = "JUNCTURE_HOOK_TOKEN"  # every hook's own value, inherited by all it starts (see reaper.py)
 _TEMPLATE = "/tmp/juncture-XXXXXXXXXX"
 
 
