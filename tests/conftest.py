@@ -68,6 +68,19 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique `sleep` duration (`300.NNNNNNNNN`) that names this test's processes; whatever still
+    carries it is killed after the test."""
+    import secrets
+
+    from helpers.processes import kill_marked
+
+    value = f"300.{secrets.randbelow(10**9):09d}"
+    yield value
+    kill_marked(value)
+
+
 @pytest.fixture(autouse=True)
 def _no_inherited_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     # A test run from inside a hook must not see the outer run's variables.

@@ -4,17 +4,13 @@ setsid children included. A daemon that a finished hook left on purpose is not t
 
 from __future__ import annotations
 
-import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from helpers.processes import (
     carrying,
     gone_within,
-    kill_marked,
     live,
     marked,
     session_leader,
@@ -23,14 +19,6 @@ from helpers.processes import (
 )
 
 from conftest import ProjectDir
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A unique number in this test's `sleep`s; whatever still carries it is killed after the test."""
-    value = f"{secrets.randbelow(10**9):09d}"
-    yield value
-    kill_marked(value)
 
 
 def start(project: ProjectDir) -> subprocess.Popen[bytes]:
@@ -49,7 +37,7 @@ def test_sigkill_of_juncture_kills_the_running_hook_and_its_setsid_child(
     project.hook(
         "ev",
         "10-keeper",  # exits at once, leaving a daemon on purpose
-        f"#!/bin/sh\nsetsid sleep 301.{marker} </dev/null >/dev/null 2>&1 &\necho $! > {tmp_path}/kept\n",
+        f"#!/bin/sh\nsetsid sleep {marker}1 </dev/null >/dev/null 2>&1 &\necho $! > {tmp_path}/kept\n",
     )
     project.hook(
         "ev",
@@ -57,10 +45,10 @@ def test_sigkill_of_juncture_kills_the_running_hook_and_its_setsid_child(
         f"""\
         #!/bin/sh
         echo "$JUNCTURE_HOOK_TOKEN" > {tmp_path}/token
-        setsid sleep 302.{marker} &
+        setsid sleep {marker}2 &
         echo $! > {tmp_path}/child
         echo $$ > {tmp_path}/hook
-        sleep 303.{marker}
+        sleep {marker}3
         """,
     )
     proc = start(project)
@@ -73,8 +61,8 @@ def test_sigkill_of_juncture_kills_the_running_hook_and_its_setsid_child(
     proc.wait(timeout=10)
     assert gone_within(3.0, lambda: [p for p, start in pids.items() if live(p, start)]) == []
     assert gone_within(1.0, lambda: carrying(token)) == []
-    assert marked(f"302.{marker}") == [] and marked(f"303.{marker}") == []
-    assert marked(f"301.{marker}") != []  # the finished hook's daemon stays
+    assert marked(f"{marker}2") == [] and marked(f"{marker}3") == []
+    assert marked(f"{marker}1") != []  # the finished hook's daemon stays
 
 
 def test_a_hook_ignoring_term_is_killed_after_the_grace_when_juncture_dies(
@@ -84,7 +72,7 @@ def test_a_hook_ignoring_term_is_killed_after_the_grace_when_juncture_dies(
     project.hook(
         "ev",
         "10-deaf",
-        f"#!/bin/sh\ntrap '' TERM\necho $$ > {tmp_path}/hook\nwhile :; do sleep 0.{marker}; done\n",
+        f"#!/bin/sh\ntrap '' TERM\necho $$ > {tmp_path}/hook\nwhile :; do sleep 0.{marker[4:]}; done\n",
     )
     proc = start(project)
     hook = int(wait_for_file(tmp_path / "hook"))
@@ -101,7 +89,7 @@ def test_the_watchdog_runs_with_the_run_and_ends_with_it(
         "ev",
         "10-wait",
         f'#!/bin/sh\necho "$JUNCTURE_HOOK_TOKEN" > {tmp_path}/token\n'
-        f"while [ ! -e {tmp_path}/go ]; do sleep 0.{marker}; done\n",
+        f"while [ ! -e {tmp_path}/go ]; do sleep 0.{marker[4:]}; done\n",
     )
     proc = start(project)
     prefix = wait_for_file(tmp_path / "token").split("-")[0]

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from helpers.containers import app_container
 from test_remote import STAGE, configure, fire, host
 
 from conftest import ProjectDir
@@ -186,12 +187,8 @@ def test_plants_in_a_hosts_tmp_change_nothing_and_reach_no_store(
 
 @pytest.fixture(scope="module")
 def box(podman: Podman) -> Iterator[tuple[Podman, str]]:
-    name = f"plants-{secrets.token_hex(3)}"
-    podman.run(name, "juncture.test.kind=app")
-    try:
-        yield podman, name
-    finally:
-        podman.remove(name)
+    with app_container(podman, "plants") as made:
+        yield made
 
 
 def inside(box: tuple[Podman, str], script: str) -> str:

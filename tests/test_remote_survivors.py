@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from helpers.processes import carrying, gone_within, kill_marked, marked, wait_for_file
+from helpers.containers import app_container
+from helpers.processes import carrying, gone_within, marked, wait_for_file
 from test_remote import STAGE, configure, fire, host
 
 from conftest import ProjectDir
@@ -38,14 +39,6 @@ SPAWNS = {
     "daemon": "setsid sh -c 'sleep {m} & exit 0' </dev/null >/dev/null 2>&1",
 }
 IN_CONTAINERS = ["setsid", "daemon"]
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A unique `sleep` duration that names this test's processes on this machine; killed after."""
-    value = f"300.{secrets.randbelow(10**9):09d}"
-    yield value
-    kill_marked(value)
 
 
 def escaping_hook(out: str, spawn: str, then: str = "sleep 30") -> str:
@@ -104,12 +97,13 @@ def test_a_daemon_left_on_a_host_by_a_hook_that_exits_by_itself_lives_on_by_defa
 # -- juncture killed, connection lost ---------------------------------------------------------------------
 
 
-def start_fire(project: ProjectDir) -> subprocess.Popen[str]:
+def start_fire(project: ProjectDir, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "juncture", "-C", str(project.root), "fire", "ping", "--stage", STAGE],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
 
 
@@ -221,12 +215,8 @@ def test_the_next_run_sweeps_what_dead_workers_left_and_nothing_else(
 
 @pytest.fixture(scope="module")
 def box(podman: Podman) -> Iterator[tuple[Podman, str]]:
-    name = f"survivors-{secrets.token_hex(3)}"
-    podman.run(name, "juncture.test.kind=app")
-    try:
-        yield podman, name
-    finally:
-        podman.remove(name)
+    with app_container(podman, "survivors") as made:
+        yield made
 
 
 def configure_box(project: ProjectDir, name: str, event: dict[str, Any]) -> None:
@@ -272,18 +262,14 @@ def test_a_setsid_child_in_a_container_does_not_survive_the_timeout(
     assert inside(box, f"ls -d {Path(file).parent} 2>/dev/null; true") == ""
 
 
-def test_a_container_hook_ends_when_juncture_is_killed(
-    project: ProjectDir, box: tuple[Podman, str], marker: str
+def killed_mid_hook(
+    project: ProjectDir, box: tuple[Podman, str], marker: str, env: dict[str, str] | None = None
 ) -> None:
-    configure_box(project, box[1], {"timeout": 60, "grace": 1})
+    """SIGKILL juncture while a hook in the container runs with a setsid child: both are gone within
+    the grace, and so is the session's private directory."""
     rec = f"/tmp/rec-{secrets.token_hex(4)}"
     project.hook("ping", "10-long", escaping_hook(rec, f"setsid sleep {marker}", f"sleep {marker}"))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "juncture", "-C", str(project.root), "fire", "ping", "--stage", STAGE],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=box[0].environ(),
-    )
+    proc = start_fire(project, env)
     try:
         assert gone_within(20, lambda: [] if inside(box, f"cat {rec} 2>/dev/null; true") else [0]) == []
         token, file, _ = inside(box, f"cat {rec}").split()
@@ -295,6 +281,13 @@ def test_a_container_hook_ends_when_juncture_is_killed(
             proc.kill()
     assert gone_within(4, lambda: left_inside(box, marker, token)) == []
     assert inside(box, f"ls -d {Path(file).parent} 2>/dev/null; true") == ""
+
+
+def test_a_container_hook_ends_when_juncture_is_killed(
+    project: ProjectDir, box: tuple[Podman, str], marker: str
+) -> None:
+    configure_box(project, box[1], {"timeout": 60, "grace": 1})
+    killed_mid_hook(project, box, marker, box[0].environ())
 
 
 def test_a_container_hook_on_a_host_ends_when_juncture_is_killed(
@@ -325,19 +318,6 @@ def test_a_container_hook_on_a_host_ends_when_juncture_is_killed(
             },
         }
         project.config(json.dumps(body) + "\n")
-        rec = f"/tmp/rec-{secrets.token_hex(4)}"
-        project.hook("ping", "10-long", escaping_hook(rec, f"setsid sleep {marker}", f"sleep {marker}"))
-        proc = start_fire(project)
-        try:
-            assert gone_within(20, lambda: [] if inside(box, f"cat {rec} 2>/dev/null; true") else [0]) == []
-            token, file, _ = inside(box, f"cat {rec}").split()
-            assert gone_within(5, lambda: [] if len(left_inside(box, marker, token)) >= 2 else [0]) == []
-            proc.kill()
-            proc.communicate(timeout=10)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        assert gone_within(4, lambda: left_inside(box, marker, token)) == []
-        assert inside(box, f"ls -d {Path(file).parent} 2>/dev/null; true") == ""
+        killed_mid_hook(project, box, marker)
     finally:
         server.stop()

@@ -7,18 +7,15 @@ out."""
 from __future__ import annotations
 
 import re
-import secrets
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from helpers.processes import (
     carrying,
     gone_within,
-    kill_marked,
     live,
     marked,
     session_leader,
@@ -29,14 +26,6 @@ from helpers.processes import (
 from conftest import ProjectDir
 
 TOKEN = re.compile(r"[0-9a-f]{16}-[0-9]+\Z")
-
-
-@pytest.fixture
-def marker() -> Iterator[str]:
-    """A unique `sleep` duration that names this test's processes; whatever carries it is killed after."""
-    value = f"300.{secrets.randbelow(10**9):09d}"
-    yield value
-    kill_marked(value)
 
 
 def hook_body(tmp_path: Path, spawn: str, then: str = "sleep 30") -> str:
