@@ -20,6 +20,7 @@ calls `setsid`, or one that runs as another user juncture may not signal.
 from __future__ import annotations
 
 import itertools
+import mmap
 import os
 import signal
 import sys
@@ -35,6 +36,7 @@ _ROUNDS = 8  # at most, for SIGKILL
 _SLOT = 64  # bytes per running hook in the shared list: "TOKEN PGID GRACE", blank-padded, newline
 _BLANK = b" " * (_SLOT - 1) + b"\n"
 _STATE_FD = 3  # the list, in the watchdog
+_MAPPED = 64  # slots of the list mapped into memory (one page): listing a hook then makes no syscall
 # The watchdog: wait for EOF on stdin; if a slot of fd 3 is taken, hand over to Python. `read` strips
 # the padding, so a free slot reads as an empty line.
 _WATCHDOG = """trap '' INT HUP TERM
@@ -45,6 +47,7 @@ done <&3
 """
 _numbers = itertools.count(1)
 _state: int | None = None  # the memfd of running hooks; -1: no watchdog
+_map: mmap.mmap | None = None  # its first _MAPPED slots
 _free: list[int] = []  # slots free for reuse
 _used = 0  # slots ever taken
 
@@ -131,7 +134,7 @@ def watch(token: str, pgid: int, grace: float) -> int:
         slot, _used = _used, _used + 1
     entry = f"{token} {pgid} {grace:g}".encode()[: _SLOT - 1].ljust(_SLOT - 1) + b"\n"
     try:
-        os.pwrite(_state, entry, slot * _SLOT)
+        _put(slot, entry)
     except OSError:  # no memory for the page: the hook still dies at its timeout
         return -1
     return slot
@@ -140,16 +143,28 @@ def watch(token: str, pgid: int, grace: float) -> int:
 def unwatch(slot: int) -> None:
     """The hook was reaped: what it leaves is no longer the watchdog's business."""
     if slot >= 0 and _state is not None and _state >= 0:
-        os.pwrite(_state, _BLANK, slot * _SLOT)
+        _put(slot, _BLANK)
         _free.append(slot)
+
+
+def _put(slot: int, entry: bytes) -> None:
+    if _map is not None and slot < _MAPPED:
+        _map[slot * _SLOT : (slot + 1) * _SLOT] = entry
+    else:
+        assert _state is not None
+        os.pwrite(_state, entry, slot * _SLOT)  # a slot past the page: more hooks at once than that
 
 
 def _start() -> int:
     """Start the watchdog in a session of its own (the terminal's Ctrl-C and hang-up do not reach it);
     its output goes nowhere, so it holds no pipe of juncture's open."""
+    global _map
     if not sys.executable:
         return -1
     state = os.memfd_create("juncture-hooks", os.MFD_CLOEXEC)
+    # pwrite, not write: the watchdog's fd 3 shares the file offset, and reads from the start
+    os.pwrite(state, _BLANK * _MAPPED, 0)
+    _map = mmap.mmap(state, _MAPPED * _SLOT)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)  # hooks must not hold the write end
     devnull = (os.O_WRONLY, 0)
     try:
