@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -77,6 +78,25 @@ def test_duplicate_yaml_key_is_an_error_with_line(project: ProjectDir) -> None:
 
     assert "juncture.yaml:3:" in line
     assert "app: duplicate key" in line
+
+
+def test_a_key_overriding_a_merged_one_is_no_duplicate(project: ProjectDir) -> None:
+    project.config(
+        """\
+        app: shop
+        events:
+          slow: &slow {timeout: 30, failure: continue}
+          slower:
+            <<: *slow
+            timeout: 60
+        """
+    )
+
+    done = project.run("fire", "slower", "--dry-run", "--json")
+
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert (plan["timeout"], plan["failure"]) == (60.0, "continue")  # merged, then overridden
 
 
 def test_set_without_equals_sign_is_an_error(project: ProjectDir) -> None:

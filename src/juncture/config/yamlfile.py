@@ -54,8 +54,13 @@ def load_yaml(file: str, text: str) -> Located:
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        lines: dict[tuple[str, ...], int] = {}
         if node is not None:
             _check_graph(file, node)
+            # Before construction: it folds merge keys (`<<: *base`) into the mapping, and a key that
+            # overrides a merged one would then look like a duplicate.
+            lines[()] = node.start_mark.line + 1
+            _index(file, node, (), lines)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -65,10 +70,6 @@ def load_yaml(file: str, text: str) -> Located:
         raise ConfigError(file, None, (), f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
-    lines: dict[tuple[str, ...], int] = {}
-    if node is not None:
-        lines[()] = node.start_mark.line + 1
-        _index(file, node, (), lines)
     return Located(file, data, lines)
 
 
