@@ -48,6 +48,7 @@ from timing import (
     time_interleaved,
     usable_cpus,
     verdict,
+    write_report,
 )
 
 DIRS = 100
@@ -422,10 +423,7 @@ def measure(juncture: str, sh: str, python: str, root: str, quick: bool, json_fi
                 }
             },
         }
-        with open(json_file, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-        print(f"\nwrote {json_file}")
+        write_report(json_file, report)
     return 0
 
 

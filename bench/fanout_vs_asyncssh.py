@@ -49,6 +49,7 @@ from timing import (
     time_interleaved,
     usable_cpus,
     verdict,
+    write_report,
 )
 
 # tests/ is not a package: its servers module (the sshd fixture) is imported from the path.
@@ -496,10 +497,7 @@ def measure(
                 },
             },
         }
-        with open(json_file, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-        print(f"\nwrote {json_file}")
+        write_report(json_file, report)
     return 0
 
 

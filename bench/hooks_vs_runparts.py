@@ -41,6 +41,7 @@ from timing import (
     time_interleaved,
     usable_cpus,
     verdict,
+    write_report,
 )
 
 COUNTS = (0, 100, 1000)
@@ -286,10 +287,7 @@ def measure(run_parts: str, juncture: str, python: str, root: str, quick: bool, 
                 "parallel_speedup": _target(speedup, TARGET_PAR_SPEEDUP, ">="),
             },
         }
-        with open(json_file, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-        print(f"\nwrote {json_file}")
+        write_report(json_file, report)
     return 0
 
 

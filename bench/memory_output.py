@@ -38,7 +38,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from timing import BenchError, run_main, verdict
+from timing import BenchError, run_main, verdict, write_report
 
 # tests/ is not a package: its servers module (the sshd and Podman fixtures) is imported from the path.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
@@ -77,12 +77,7 @@ def make_project(root: str, server: SshServer) -> str:
             "host": {
                 "deploy_to": os.path.join(root, "deployed"),
                 "hosts": [{"name": "h1", "address": "127.0.0.1"}],
-                "ssh": {
-                    "port": server.port,
-                    "identity_file": server.client_key,
-                    "known_hosts_file": server.known_hosts,
-                    "agent": False,
-                },
+                "ssh": server.ssh_options(),
             },
             "box": {
                 "deploy_to": os.path.join(root, "deployed"),
@@ -232,10 +227,7 @@ def measure(package: str, project: str, podman: Podman, quick: bool, json_file: 
             "repetitions": repetitions,
             "targets": results,
         }
-        with open(json_file, "w", encoding="utf-8") as handle:
-            json.dump(report, handle, indent=2)
-            handle.write("\n")
-        print(f"\nwrote {json_file}")
+        write_report(json_file, report)
     return 0
 
 

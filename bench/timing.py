@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 Command = tuple[list[str], Mapping[str, str] | None]
 
@@ -110,6 +112,14 @@ def verdict(value: float | None, target: float, at_most: bool = True) -> str:
 
 def num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
+
+
+def write_report(json_file: str, report: Mapping[str, Any]) -> None:
+    """`--json FILE`: every figure of the run, as indented JSON."""
+    with open(json_file, "w", encoding="utf-8") as handle:
+        json.dump(report, handle, indent=2)
+        handle.write("\n")
+    print(f"\nwrote {json_file}")
 
 
 def run_main(

@@ -119,6 +119,16 @@ class SshServer:
     def alive(self) -> bool:
         return _pid_alive(self.pid)
 
+    def ssh_options(self, **extra: object) -> dict[str, object]:
+        """The `ssh:` settings of a stage whose hosts are this server."""
+        return {
+            "port": self.port,
+            "identity_file": self.client_key,
+            "known_hosts_file": self.known_hosts,
+            "agent": False,
+            **extra,
+        }
+
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the listener and wait until it is gone (SIGKILL after `timeout`).
 

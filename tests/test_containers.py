@@ -238,12 +238,7 @@ def test_container_on_an_ssh_host_runs_its_hooks_inside_it_through_that_hosts_co
                 STAGE: {
                     "deploy_to": str(tmp_path / "deployed"),
                     "hosts": [{"name": "h1", "address": "127.0.0.1"}],
-                    "ssh": {
-                        "port": server.port,
-                        "identity_file": server.client_key,
-                        "known_hosts_file": server.known_hosts,
-                        "agent": False,
-                    },
+                    "ssh": server.ssh_options(),
                     "containers": [{"name": "db1", "kind": "database", "host": "h1"}],
                 }
             },

@@ -88,10 +88,8 @@ def test_on_hosts_a_deploy_that_finds_the_lock_held_runs_no_failure_hooks_anywhe
 # -- a full disk on a host ---------------------------------------------------------------------------
 
 
-def test_on_a_host_a_full_disk_fails_the_build_and_leaves_no_partial_release(
-    sshd: SshServer, tmp_path: Path, small_fs: Path
-) -> None:
-    out = tmp_path / "out"
+def _host_project(tmp_path: Path, sshd: SshServer, under: Path, out: Path) -> ProjectDir:
+    """A host stage with h1 deploying to `under/h1`; its deploy:failed hook writes `out/failed-h1`."""
     out.mkdir()
     project = deploy_project(
         tmp_path,
@@ -99,9 +97,17 @@ def test_on_a_host_a_full_disk_fails_the_build_and_leaves_no_partial_release(
         [host("h1", primary=True)],
         FAILED_EVENT,
         shared_file=False,
-        deploy_to=str(small_fs / "{{ host.name }}"),
+        deploy_to=str(under / "{{ host.name }}"),
     )
     project.hook("deploy:failed", "10-tell", env_dump(out, "failed", "ERROR_PHASE"))
+    return project
+
+
+def test_on_a_host_a_full_disk_fails_the_build_and_leaves_no_partial_release(
+    sshd: SshServer, tmp_path: Path, small_fs: Path
+) -> None:
+    out = tmp_path / "out"
+    project = _host_project(tmp_path, sshd, small_fs, out)
     ok(run(project, "deploy", STAGE))
     previous = os.readlink(small_fs / "h1" / "current")
     # 3 MiB more than the 2 MiB file system holds
@@ -153,18 +159,9 @@ def test_on_a_host_a_read_only_deploy_to_is_one_line_naming_it_and_leaves_nothin
     sshd: SshServer, tmp_path: Path
 ) -> None:
     out = tmp_path / "out"
-    out.mkdir()
     mount = tmp_path / "ro"
     (mount / "h1").mkdir(parents=True)
-    project = deploy_project(
-        tmp_path,
-        sshd,
-        [host("h1", primary=True)],
-        FAILED_EVENT,
-        shared_file=False,
-        deploy_to=str(mount / "{{ host.name }}"),
-    )
-    project.hook("deploy:failed", "10-tell", env_dump(out, "failed", "ERROR_PHASE"))
+    project = _host_project(tmp_path, sshd, mount, out)
     with read_only_dir(mount):
         done = run(project, "deploy", STAGE)
         assert done.returncode == 1

@@ -47,13 +47,7 @@ def test_a_lost_host_interrupts_the_other_hosts_hooks_at_once(
     project: ProjectDir, sshd: SshServer, tmp_path: Path
 ) -> None:
     marker = f"300.{secrets.randbelow(10**9):09d}"
-    ssh = {
-        "port": sshd.port,
-        "identity_file": sshd.client_key,
-        "known_hosts_file": sshd.known_hosts,
-        "agent": False,
-        "connect_timeout": 5,
-    }
+    ssh = sshd.ssh_options(connect_timeout=5)
     hosts = [{"name": name, "address": "127.0.0.1"} for name in ("web-1", "web-2")]
     config = {
         "app": "shop",

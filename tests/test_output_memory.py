@@ -55,12 +55,7 @@ def configure(project: ProjectDir, server: SshServer, container: bool) -> None:
         "host": {
             "deploy_to": str(project.root.parent / "deployed"),
             "hosts": [{"name": "h1", "address": "127.0.0.1"}],
-            "ssh": {
-                "port": server.port,
-                "identity_file": server.client_key,
-                "known_hosts_file": server.known_hosts,
-                "agent": False,
-            },
+            "ssh": server.ssh_options(),
         }
     }
     if container:

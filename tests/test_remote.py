@@ -36,14 +36,7 @@ def host(name: str, *roles: str, **extra: Any) -> dict[str, Any]:
 
 
 def ssh_options(server: SshServer, **extra: Any) -> dict[str, Any]:
-    return {
-        "port": server.port,
-        "identity_file": server.client_key,
-        "known_hosts_file": server.known_hosts,
-        "agent": False,
-        "connect_timeout": 5,
-        **extra,
-    }
+    return server.ssh_options(connect_timeout=5, **extra)
 
 
 def configure(

@@ -243,12 +243,7 @@ def test_plants_in_a_container_on_a_host_change_nothing_and_reach_no_store(
 
     server = servers.start_sshd(str(tmp_path / "sshd"), set_env=box[0].env)
     try:
-        ssh = {
-            "port": server.port,
-            "identity_file": server.client_key,
-            "known_hosts_file": server.known_hosts,
-            "agent": False,
-        }
+        ssh = server.ssh_options()
         project.config(
             box_config(
                 box[1],

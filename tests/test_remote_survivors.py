@@ -299,12 +299,7 @@ def test_a_container_hook_on_a_host_ends_when_juncture_is_killed(
 
     server = servers.start_sshd(str(tmp_path / "sshd"), set_env=box[0].env)
     try:
-        ssh = {
-            "port": server.port,
-            "identity_file": server.client_key,
-            "known_hosts_file": server.known_hosts,
-            "agent": False,
-        }
+        ssh = server.ssh_options()
         body = {
             "app": "shop",
             "events": {"ping": {"audience": "container:app", "timeout": 60, "grace": 1}},

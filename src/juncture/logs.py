@@ -57,12 +57,8 @@ def prune_logs(store: Store, keep_runs: int, max_bytes: int, current: str) -> No
     sizes.update(unknown)
     count = len(runs)
     total = sum(sizes[name] for name in runs)
-    if count <= keep_runs and total <= max_bytes:
-        if unknown:
-            store.logs_changed(measured=_finished(store, unknown), removed=[])
+    if count <= keep_runs and total <= max_bytes and not unknown:
         return
-    import shutil
-
     live = store.live_runs(runs)
     removed = []
     for name in runs:  # the oldest first
@@ -70,18 +66,15 @@ def prune_logs(store: Store, keep_runs: int, max_bytes: int, current: str) -> No
             break
         if name in live:
             continue
+        import shutil
+
         shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
         removed.append(name)
         count -= 1
         total -= sizes[name]
+    # a size is recorded once its run is over: a live one is still writing
     measured = {name: size for name, size in unknown.items() if name not in removed and name not in live}
     store.logs_changed(measured=measured, removed=removed)
-
-
-def _finished(store: Store, measured: dict[str, int]) -> dict[str, int]:
-    """The sizes worth recording: not of a run still writing its logs."""
-    live = store.live_runs(list(measured))
-    return {name: size for name, size in measured.items() if name not in live}
 
 
 def _tree_bytes(path: str) -> int | None:
