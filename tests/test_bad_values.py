@@ -78,9 +78,9 @@ def test_a_user_name_with_a_line_break_is_refused(project: ProjectDir) -> None:
 
 
 def test_the_python_api_refuses_a_forged_version(project: ProjectDir) -> None:
-    from juncture.environment import identity
     from juncture.errors import UsageError
-    from juncture.pipeline import Pipeline, stage_of
+    from juncture.model.run import identity
+    from juncture.pipeline.local import Pipeline, stage_of
     from juncture.project import load_project
     from juncture.render.pipeline import PipelineOutput
 
@@ -91,7 +91,7 @@ def test_the_python_api_refuses_a_forged_version(project: ProjectDir) -> None:
 
 
 def test_the_revisions_writer_escapes_what_gets_past_the_checks(tmp_path: Path) -> None:
-    from juncture.target import LocalTarget
+    from juncture.release.local import LocalTarget
 
     target = LocalTarget(str(tmp_path))
     target.record("deployed", "20260101000000", version=FORGED, by="a b")

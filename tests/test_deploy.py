@@ -1111,7 +1111,7 @@ def test_git_source_with_an_unknown_ref_is_refused_before_anything_is_created(
 
 
 def test_a_release_in_the_same_second_sorts_after_pruned_names(tmp_path: Path) -> None:
-    from juncture.target import LocalTarget, release_key
+    from juncture.release.local import LocalTarget, release_key
 
     target = LocalTarget(str(tmp_path))
     os.makedirs(tmp_path / "releases")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ProjectDir
-from juncture.discovery import Hook, Skipped, discover, discover_all
+from juncture.sources.rundirs import Hook, Skipped, discover, discover_all
 
 SCRIPT = "#!/bin/sh\nexit 0\n"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from juncture.runners.libraries import find_library, quick_find_library
+from juncture.transports.libraries import find_library, quick_find_library
 
 
 def test_find_library_gives_the_same_file_names_as_ctypes() -> None:

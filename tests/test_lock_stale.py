@@ -233,7 +233,7 @@ def test_deploy_and_rollback_take_over_the_lock_of_a_killed_deploy_and_say_so(
 
 TAKER = """
 import os, sys
-from juncture import lock
+from juncture.release import lock
 for line in sys.stdin:
     directory = line.strip()
     info = lock.new_info(f"run-{os.getpid()}-{os.path.basename(directory)}", "deploy", "s", "v", "taker")
@@ -365,9 +365,9 @@ def test_on_hosts_of_several_runs_taking_over_one_stale_lock_exactly_one_wins(
 ) -> None:
     """Threads of one juncture process take the same stale lock on the host at once, over the real
     SSH connection: one wins; the others find it held by a live process (this one)."""
-    from juncture import lock as locks
-    from juncture.fleet_pipeline import host_targets
+    from juncture.pipeline.hosts import host_targets
     from juncture.project import load_project
+    from juncture.release import lock as locks
 
     project_dir, lock = _host_project(sshd, tmp_path)
     project = load_project(str(project_dir.root))

@@ -10,7 +10,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from juncture.masking import MARK, Masks, Stream
+from juncture.state.masking import MARK, Masks, Stream
 
 # A small alphabet makes overlapping and repeated secrets likely; no `*`, which the mark is made of.
 ALPHABET = "ab\n x"

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from conftest import ProjectDir
-from juncture.outputs import Entry
-from juncture.store import Store
+from juncture.state.outputs import Entry
+from juncture.state.sqlite import Store
 
 JUNCTURE = f'"{sys.executable}" -m juncture'  # the CLI as a hook calls it
 STORED = "stored-s3cret-from-kv"

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from juncture.record import FrozenError, asdict, field, fields, record, replace
+from juncture._util.record import FrozenError, asdict, field, fields, record, replace
 
 
 @record

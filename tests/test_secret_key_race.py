@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ProjectDir
-from juncture.outputs import Entry
-from juncture.store import Store
+from juncture.state.outputs import Entry
+from juncture.state.sqlite import Store
 
 WRITERS = 12
 

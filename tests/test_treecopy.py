@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from juncture import treecopy
-from juncture.treecopy import copy_tree, remove_tree
+from juncture.release import copytree as treecopy
+from juncture.release.copytree import copy_tree, remove_tree
 
 DIRS, FILES = 30, 20  # 600 files: enough for the copy to fork its helpers
 

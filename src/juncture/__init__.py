@@ -17,8 +17,8 @@ from .errors import ConfigError, HookFailed, Interrupted, JunctureError, UsageEr
 
 if TYPE_CHECKING:
     from .api import fire
-    from .outcome import HookResult, RunResult
-    from .typed import Event
+    from .model.outcome import HookResult, RunResult
+    from .model.typed import Event
 
 __all__ = [
     "ConfigError",
@@ -33,7 +33,12 @@ __all__ = [
 ]
 
 # Imported on first use, so the command line does not pay for the typed-event machinery.
-_LAZY = {"fire": "api", "Event": "typed", "HookResult": "outcome", "RunResult": "outcome"}
+_LAZY = {
+    "fire": "api",
+    "Event": "model.typed",
+    "HookResult": "model.outcome",
+    "RunResult": "model.outcome",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from .engine import Reporter, run_plan
-from .environment import identity
 from .errors import HookFailed, Interrupted
-from .outcome import RunResult
-from .plan import make_plan
+from .model.outcome import RunResult
+from .model.run import identity
+from .model.typed import Event
+from .plan.plan import make_plan
 from .project import Project, load_project
-from .typed import Event
 
 __all__ = ["fire"]
 

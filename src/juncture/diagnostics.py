@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 
-from .discovery import Discovery
+from ._util.record import record
 from .project import Project
-from .record import record
+from .sources.rundirs import Discovery
 
 __all__ = ["Finding", "diagnose"]
 

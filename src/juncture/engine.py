@@ -16,19 +16,19 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from .discovery import Hook
 from .errors import JunctureError
-from .outcome import FAILED, HookResult, RunResult
-from .plan import Plan
-from .runners.local import LocalProcess
-from .runners.reaper import TOKEN as HOOK_TOKEN
-from .runners.reaper import new_token
-from .runners.remote_script import OUTPUTS
-from .targets import Target
+from .model.outcome import FAILED, HookResult, RunResult
+from .model.target import Target
+from .plan.plan import Plan
+from .sources.rundirs import Hook
+from .transports.local import LocalProcess
+from .transports.reaper import TOKEN as HOOK_TOKEN
+from .transports.reaper import new_token
+from .transports.shell import OUTPUTS
 
 if TYPE_CHECKING:
-    from .masking import Stream
-    from .session import Session
+    from .state.masking import Stream
+    from .state.session import Session
 
 __all__ = ["TAIL_BYTES", "Process", "Reporter", "Starter", "run_plan", "run_plans"]
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 
-from .catalogue import BUILT_IN
+from ._util.record import record, replace
 from .config import CONFIG_NAME, Config, load_config
 from .errors import UsageError
-from .events import EventSpec, event_name_problem
-from .record import record, replace
+from .model.catalogue import BUILT_IN
+from .model.event import EventSpec, event_name_problem
 
 __all__ = ["Project", "find_config", "load_project"]
 

@@ -6,9 +6,9 @@ import argparse
 import sqlite3
 
 from ..diagnostics import diagnose
-from ..discovery import discover_all
 from ..errors import JunctureError
-from ..store import Store
+from ..sources.rundirs import discover_all
+from ..state.sqlite import Store
 from .common import project_from, relative
 
 

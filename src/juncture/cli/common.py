@@ -37,7 +37,7 @@ def relative(path: str, root: str) -> str:
 def unexecutable_note(project: Project, events: Iterable[str]) -> str:
     """The note for the hook files of `events` that exist but lack the execute bit ("2 hooks skipped
     (not executable): see `juncture check`"), or "" when there are none."""
-    from ..discovery import discover
+    from ..sources.rundirs import discover
 
     count = sum(
         skip.code == "not-executable"
@@ -54,7 +54,7 @@ def no_hooks_hint(project: Project, event: str) -> None:
     hook directories bears its name, it is likely a typo; say so on stderr, with the nearest name."""
     if project.known(event):
         return
-    from ..discovery import discover, discover_all
+    from ..sources.rundirs import discover, discover_all
 
     if discover(project.config.layers, event)[1]:  # its files exist but do not run: not a typo
         return
@@ -64,7 +64,7 @@ def no_hooks_hint(project: Project, event: str) -> None:
         return
     import difflib
 
-    from ..catalogue import BUILT_IN
+    from ..model.catalogue import BUILT_IN
 
     names = {*config.events, *BUILT_IN, *config.deploy.phases, *on_disk}
     near = difflib.get_close_matches(event, sorted(names), n=1)

@@ -6,19 +6,19 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
-from ..discovery import Hook
-from ..environment import identity
 from ..errors import HOSTS_SKIPPED
-from ..fanout import Share
-from ..phases import FAILED, ROLLBACK, STEPS
-from ..pipeline import Pipeline, Step, deploy_steps, rollback_release, rollback_steps, stage_of
-from ..recorded import check
+from ..model.recorded import check
+from ..model.run import identity
+from ..pipeline.local import Pipeline, Step, deploy_steps, rollback_release, rollback_steps, stage_of
+from ..plan.fanout import Share
+from ..plan.steps import FAILED, ROLLBACK, STEPS
+from ..release.local import LocalTarget
 from ..render.pipeline import PipelineOutput
-from ..target import LocalTarget
+from ..sources.rundirs import Hook
 from .common import project_from, relative, unexecutable_note
 
 if TYPE_CHECKING:
-    from ..fleet_pipeline import FleetPipeline
+    from ..pipeline.hosts import FleetPipeline
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     config = project.config.deploy
     kind: type[Pipeline] = Pipeline
     if stage.placement.hosts:
-        from ..fleet_pipeline import FleetPipeline
+        from ..pipeline.hosts import FleetPipeline
 
         kind = FleetPipeline
     if args.command == "deploy":

@@ -6,10 +6,10 @@ import argparse
 import os
 
 from ..engine import Reporter, run_plan
-from ..environment import identity
-from ..plan import Plan, make_plan
-from ..recorded import check
-from ..session import open_session
+from ..model.recorded import check
+from ..model.run import identity
+from ..plan.plan import Plan, make_plan
+from ..state.session import open_session
 from .common import no_hooks_hint, parse_assignments, project_from, relative, unexecutable_note
 
 

@@ -7,19 +7,19 @@ import os
 import sys
 import time
 
+from .._util.record import replace
 from ..config.values import MAX_COUNT
-from ..environment import git_commit, identity, new_run_id, resolve_context
 from ..errors import HOSTS_SKIPPED, JunctureError, UsageError
-from ..fanout import Share, event_waves, host_context
-from ..fleet import Fleet
-from ..outcome import RunResult, root_failure
-from ..pipeline import stage_of
-from ..plan import template_context
+from ..model.outcome import RunResult, root_failure
+from ..model.run import git_commit, identity, new_run_id, resolve_context
+from ..model.target import Target
+from ..pipeline.fleet import Fleet
+from ..pipeline.local import stage_of
+from ..plan.fanout import Share, event_waves, host_context
+from ..plan.plan import template_context
 from ..project import Project
-from ..record import replace
 from ..render.terminal import format_duration
-from ..session import open_session
-from ..targets import Target
+from ..state.session import open_session
 from .common import no_hooks_hint, parse_assignments, unexecutable_note
 from .fire import make_reporter
 

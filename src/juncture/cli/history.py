@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..render.terminal import format_duration
-from ..store import Store
+from ..state.sqlite import Store
 from .common import project_from
 
 

@@ -9,8 +9,8 @@ import os
 import sys
 
 from ..errors import UsageError
-from ..outputs import KEY, Entry, format_entry, namespace_problem
-from ..store import Store
+from ..state.outputs import KEY, Entry, format_entry, namespace_problem
+from ..state.sqlite import Store
 from .common import project_from
 
 

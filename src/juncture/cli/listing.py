@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..config.deploy import DeployConfig
-from ..discovery import Discovery, Hook, discover, discover_all
-from ..events import EventSpec, event_path
+from ..model.event import EventSpec, event_path
+from ..sources.rundirs import Discovery, Hook, discover, discover_all
 from .common import project_from, relative
 
 ORDER_RULE = (

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import argparse
 
-from .. import lock
 from ..errors import JunctureError
-from ..pipeline import stage_of
-from ..target import StepFailed
+from ..pipeline.local import stage_of
+from ..release import lock
+from ..release.local import StepFailed
 from .common import project_from
 
 _STALE = 3
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
                 raise _changed(stage.name)
         print(_line(stage.name, args.action, holder, verdict))
         return _code(args.action, verdict)
-    from ..fleet_pipeline import host_targets
+    from ..pipeline.hosts import host_targets
 
     with host_targets(project, stage, [primary]) as (targets, unreachable):
         if primary.name in unreachable:

@@ -9,14 +9,14 @@ import argparse
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from ..pipeline import stage_of
+from ..pipeline.local import stage_of
 from ..project import Project
-from ..target import LocalTarget, StepFailed
+from ..release.local import LocalTarget, StepFailed
 from .common import project_from
 
 if TYPE_CHECKING:
     from ..config.deploy import Stage
-    from ..remote_target import RemoteTarget
+    from ..release.remote import RemoteTarget
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,7 +56,7 @@ def _lines(target: LocalTarget | RemoteTarget) -> list[str]:
 
 def _on_hosts(project: Project, stage: Stage) -> int:
     """Exit 1 when a host could not be reached or read: its releases are unknown."""
-    from ..fleet_pipeline import host_targets
+    from ..pipeline.hosts import host_targets
 
     hosts = list(stage.placement.hosts)
     with host_targets(project, stage, hosts) as (targets, unreachable):

@@ -6,12 +6,12 @@ import argparse
 import os
 
 from ..engine import run_plan
-from ..environment import identity
 from ..errors import UsageError
-from ..pipeline import Pipeline, stage_of
+from ..model.run import identity
+from ..pipeline.local import Pipeline, stage_of
 from ..render.pipeline import PipelineOutput
 from ..render.terminal import TerminalReporter
-from ..session import open_session
+from ..state.session import open_session
 from .common import project_from
 
 

@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ..events import event_name_problem
-from ..phases import DEPLOY_PHASES, FAILED, ROLLBACK
-from ..record import field, record
+from .._util.record import field, record
+from ..model.event import event_name_problem
+from ..plan.steps import DEPLOY_PHASES, FAILED, ROLLBACK
 from .hosts import HOST_STAGE_KEYS, SELECTOR_KEYS, Placement, Selector, parse_placement, parse_selector
 from .located import Located
 from .values import kind, mapping, scalar, seconds, string, string_list, whole

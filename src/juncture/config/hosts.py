@@ -7,7 +7,7 @@ import os
 import re
 from typing import Any
 
-from ..record import record
+from .._util.record import record
 from .located import Located
 from .values import kind, mapping, seconds, string, string_list, whole
 

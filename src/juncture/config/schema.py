@@ -6,8 +6,9 @@ import os
 import re
 from typing import Any
 
-from ..catalogue import BUILT_IN
-from ..events import (
+from .._util.record import record
+from ..model.catalogue import BUILT_IN
+from ..model.event import (
     DEFAULT_GRACE,
     DEFAULT_TIMEOUT,
     FAILURE_MODES,
@@ -17,8 +18,7 @@ from ..events import (
     FieldSpec,
     event_name_problem,
 )
-from ..logs import DEFAULT_KEEP_RUNS, DEFAULT_MAX_BYTES
-from ..record import record
+from ..state.logs import DEFAULT_KEEP_RUNS, DEFAULT_MAX_BYTES
 from .deploy import DEPLOY_KEYS, DeployConfig, parse_deploy
 from .hosts import AUDIENCE_FORMS, SELECTOR_KEYS, Selector, audience_problem, parse_selector
 from .located import Located

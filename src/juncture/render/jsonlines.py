@@ -6,8 +6,8 @@ import json
 import sys
 from typing import Any, TextIO
 
-from ..outcome import HookResult, RunResult, describe
-from ..plan import Plan
+from ..model.outcome import HookResult, RunResult, describe
+from ..plan.plan import Plan
 
 __all__ = ["JsonReporter", "emit"]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from ..lock import LockInfo
-from ..outcome import RunResult, describe, what
+from ..model.outcome import RunResult, describe, what
+from ..release.lock import LockInfo
 from .terminal import TerminalReporter, format_duration
 
 if TYPE_CHECKING:
-    from ..pipeline import Failure, Pipeline, Step
+    from ..pipeline.local import Failure, Pipeline, Step
 
 __all__ = ["PipelineOutput"]
 

@@ -6,8 +6,8 @@ import os
 import sys
 from typing import BinaryIO
 
-from ..outcome import FAILED, HookResult, RunResult, describe
-from ..plan import Plan
+from ..model.outcome import FAILED, HookResult, RunResult, describe
+from ..plan.plan import Plan
 
 __all__ = ["TerminalReporter", "format_duration"]
 
